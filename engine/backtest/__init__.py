@@ -1,0 +1,1 @@
+"""Bar-driven backtests: the runner, its result tables and performance metrics."""

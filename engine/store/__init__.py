@@ -1,0 +1,53 @@
+"""Persistence of backtests (and later live state) in DuckDB (default) or PostgreSQL.
+
+Typical use::
+
+    from engine.store import open_store
+
+    with open_store(migrate=True) as store:  # TRADE_DB_URL, else <TRADE_DATA_DIR or ./data>/engine.duckdb
+        run_id = store.save_backtest(result)
+        again = store.load_backtest(run_id)
+
+The backend classes live in :mod:`engine.store.duckdb_store` and :mod:`engine.store.postgres_store`
+and are imported lazily by :func:`open_store`.
+"""
+
+from engine.store.base import PreparedRun, Store, StoreValueError, open_store, prepare_run
+from engine.store.migrations import (
+    MigrationFile,
+    MigrationStatus,
+    apply_migrations,
+    default_migrations_dir,
+    discover_migrations,
+    migration_status,
+    pending_migrations,
+)
+from engine.store.url import (
+    ENV_DATA_DIR,
+    ENV_DB_URL,
+    StoreURL,
+    parse_store_url,
+    resolve_data_dir,
+    resolve_store_url,
+)
+
+__all__ = [
+    "ENV_DATA_DIR",
+    "ENV_DB_URL",
+    "MigrationFile",
+    "MigrationStatus",
+    "PreparedRun",
+    "Store",
+    "StoreURL",
+    "StoreValueError",
+    "apply_migrations",
+    "default_migrations_dir",
+    "discover_migrations",
+    "migration_status",
+    "open_store",
+    "parse_store_url",
+    "pending_migrations",
+    "prepare_run",
+    "resolve_data_dir",
+    "resolve_store_url",
+]

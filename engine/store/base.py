@@ -1,0 +1,598 @@
+"""The ``Store`` interface shared by the DuckDB and PostgreSQL backends, and :func:`open_store`.
+
+A store persists :class:`~engine.backtest.result.BacktestResult` objects: one ``backtest_runs`` row per
+run plus its trades, fills and equity curve, written in one transaction. Money, prices and quantities
+are stored as NUMERIC(38, 18) (so at most 20 integer digits and 18 decimals; values come back as
+float64), timestamps as TIMESTAMPTZ with microsecond precision (engine timestamps are int64 ns, so a
+timestamp that is not a whole number of microseconds is rejected rather than silently rounded).
+
+The schema is created by numbered SQL migrations (see :mod:`engine.store.migrations`). Opening a store
+never migrates implicitly unless asked (``open_store(..., migrate=True)``); reading or writing backtests
+on a store with pending migrations raises :class:`StoreError` asking to run ``tradectl db migrate``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.backtest.result import EQUITY_SCHEMA, FILLS_SCHEMA, TRADES_SCHEMA, BacktestResult
+from engine.errors import ParameterError, StoreError
+from engine.store.migrations import (
+    MigrationConnection,
+    MigrationStatus,
+    apply_migrations,
+    migration_status,
+    pending_migrations,
+)
+from engine.store.url import StoreURL, resolve_store_url
+
+#: Largest magnitude a NUMERIC(38, 18) column holds (20 integer digits).
+NUMERIC_LIMIT = 1e20
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TS_US = pa.timestamp("us", tz="UTC")
+
+#: Arrow table → (database table, Arrow schema, nullable columns).
+CHILD_TABLES: dict[str, tuple[str, pa.Schema, frozenset[str]]] = {
+    "trades": ("backtest_trades", TRADES_SCHEMA, frozenset()),
+    "fills": ("backtest_fills", FILLS_SCHEMA, frozenset({"liquidity", "tag"})),
+    "equity": ("backtest_equity", EQUITY_SCHEMA, frozenset()),
+}
+#: The columns that identify a row within a run (the primary key without run_id).
+ROW_KEYS = {"backtest_trades": "trade_id", "backtest_fills": "fill_id", "backtest_equity": "ts"}
+
+#: Summary columns returned by ``list_backtests`` (in order).
+SUMMARY_COLUMNS = (
+    "run_id",
+    "created_at",
+    "strategy_type",
+    "symbols",
+    "timeframe",
+    "data_path",
+    "start_ts",
+    "end_ts",
+    "initial_cash",
+    "final_equity",
+    "total_return_pct",
+    "sharpe",
+    "max_drawdown_pct",
+    "trades",
+    "fees_paid",
+    "funding_paid",
+    "trade_hash",
+)
+#: TIMESTAMPTZ columns of backtest_runs (backends read them as epoch microseconds).
+TIMESTAMP_COLUMNS = ("created_at", "start_ts", "end_ts")
+#: NUMERIC columns of backtest_runs, read back as float.
+RUN_NUMERIC_COLUMNS = (
+    "initial_cash",
+    "final_equity",
+    "total_return_pct",
+    "sharpe",
+    "max_drawdown_pct",
+    "fees_paid",
+    "funding_paid",
+)
+_MIGRATE_HINT = "run `tradectl db migrate` (or open_store(..., migrate=True))"
+
+
+class StoreValueError(StoreError):
+    """A value cannot be stored: ``table`` and ``column`` name it, ``rule`` says why. Nothing was written."""
+
+    def __init__(self, table: str, column: str, rule: str) -> None:
+        self.table = table
+        self.column = column
+        self.rule = rule
+        super().__init__(f"{table}.{column}: {rule}; nothing was saved")
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated result, ready to write: the ``backtest_runs`` row and the three child tables.
+
+    ``row`` maps column → Python value (JSON columns as JSON text, timestamps as aware datetimes,
+    NUMERIC columns as float or None). Child tables hold the result.py schemas with timestamps cast
+    to ``timestamp[us, UTC]``.
+    """
+
+    run_id: str
+    row: dict[str, Any]
+    tables: dict[str, pa.Table]  # database table name -> Arrow table
+
+
+class Store(ABC):
+    """A backtest store. Use :func:`open_store` to get one; close it (or use ``with``) when done.
+
+    Methods are serialised by a lock, so one store may be shared by threads, but writes happen one at
+    a time. Every method raises :class:`StoreError` once the store is closed.
+    """
+
+    dialect: ClassVar[str]
+
+    def __init__(self, url: StoreURL, migrations_dir: str | Path | None = None) -> None:
+        self._url = url
+        self._migrations_dir = migrations_dir
+        self._lock = threading.RLock()
+        self._closed = False
+        self._schema_ok = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> StoreURL:
+        """The parsed URL this store was opened with."""
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url.redacted()!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self._url.redacted()} is closed")
+
+    # ---------------------------------------------------------------- migrations
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations (each in its own transaction); return the names applied now.
+
+        Raises:
+            StoreError: naming the failing migration file and the database's error (that file is
+                rolled back, earlier ones stay applied, later ones are not attempted).
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                return apply_migrations(self._migration_conn(), self._migrations_dir)
+            finally:
+                self._schema_ok = False
+
+    def status(self) -> list[MigrationStatus]:
+        """Every migration file with its applied time (None = pending), then rows whose file is gone.
+
+        Raises:
+            StoreError: if the migrations folder is invalid or the database cannot be read.
+        """
+        with self._lock:
+            self._check_open()
+            return migration_status(self._migration_conn(), self._migrations_dir)
+
+    def tables(self) -> list[str]:
+        """Names of the tables in the store's schema, sorted (handy for checks and ``db status``)."""
+        with self._lock:
+            self._check_open()
+            return sorted(self._table_names())
+
+    def _require_schema(self) -> None:
+        if self._schema_ok:
+            return
+        pending = pending_migrations(self._migration_conn(), self._migrations_dir)
+        if pending:
+            raise StoreError(
+                f"store {self._url.redacted()} has pending migrations ({', '.join(pending)}): {_MIGRATE_HINT}"
+            )
+        self._schema_ok = True
+
+    # ---------------------------------------------------------------- backtests
+
+    def save_backtest(self, result: BacktestResult) -> str:
+        """Persist ``result`` (run row, trades, fills, equity) in one transaction; return its run_id.
+
+        A ``run_id`` (uuid4 string) is assigned to ``result.run_id`` after a successful save if it was
+        None. Summary columns come from ``result.metrics`` (``final_equity``, ``total_return_pct``,
+        ``sharpe`` (or ``sharpe_ratio``), ``max_drawdown_pct``, ``fees_paid``, ``funding_paid``) where
+        present; otherwise final_equity is the last equity row, total_return_pct is derived from it,
+        fees_paid is Σ fills.fee and funding_paid is −Σ trades.funding (positive = net paid). A
+        non-finite metric is stored as NULL (and as JSON null inside ``metrics``).
+
+        Raises:
+            StoreValueError: (a StoreError) naming table and column when a value cannot be stored:
+                NaN/inf or null in a money/quantity column, a magnitude ≥ 1e20, a timestamp that is not
+                a whole microsecond, a duplicate id, a side other than ±1, a missing column.
+            StoreError: if the schema is not migrated, the run_id already exists, or the database
+                fails. In every error case nothing is written.
+        """
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            prepared = prepare_run(result)
+            try:
+                self._write_run(prepared)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"saving backtest {prepared.run_id} failed, nothing was saved: {_describe(exc)}"
+                ) from exc
+            if result.run_id is None:
+                result.run_id = prepared.run_id
+            return prepared.run_id
+
+    def load_backtest(self, run_id: str) -> BacktestResult:
+        """Load a saved run; tables come back with the result.py Arrow schemas (NUMERIC → float64).
+
+        Raises:
+            StoreError: if no run has this id, the schema is not migrated, or the database fails.
+        """
+        with self._lock:
+            self._check_open()
+            if not isinstance(run_id, str) or not run_id:
+                raise StoreError(f"no backtest with run_id {run_id!r}")
+            self._require_schema()
+            try:
+                row = self._fetch_run(run_id)
+                if row is None:
+                    raise StoreError(f"no backtest with run_id '{run_id}' in {self._url.redacted()}")
+                tables = {
+                    name: self._fetch_table(db_table, schema, run_id)
+                    for name, (db_table, schema, _) in CHILD_TABLES.items()
+                }
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"loading backtest {run_id} failed: {_describe(exc)}") from exc
+            return _build_result(row, tables)
+
+    def list_backtests(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs (newest first) as dicts of :data:`SUMMARY_COLUMNS`.
+
+        Timestamps are aware UTC datetimes, NUMERIC columns floats (None when NULL), ``symbols`` a list.
+
+        Raises:
+            ParameterError: ``limit`` is not an int between 1 and 100000.
+            StoreError: the schema is not migrated or the database fails.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ParameterError("limit", f"must be an integer between 1 and 100000, got {limit!r}")
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            try:
+                rows = self._fetch_summaries(limit)
+            except Exception as exc:
+                raise StoreError(f"listing backtests failed: {_describe(exc)}") from exc
+            return [_summary(r) for r in rows]
+
+    # ---------------------------------------------------------------- backend hooks
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    @abstractmethod
+    def _migration_conn(self) -> MigrationConnection: ...
+
+    @abstractmethod
+    def _table_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def _write_run(self, prepared: PreparedRun) -> None:
+        """Insert the run row and the child tables in one transaction (roll back on any error)."""
+
+    @abstractmethod
+    def _fetch_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run row: columns of backtest_runs with start_ts/end_ts as epoch microseconds (int),
+        NUMERIC columns as float, JSON columns as text, symbols as a list."""
+
+    @abstractmethod
+    def _fetch_table(self, table: str, schema: pa.Schema, run_id: str) -> pa.Table:
+        """One child table of a run, ordered by its key, cast to ``schema``."""
+
+    @abstractmethod
+    def _fetch_summaries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs as dicts of SUMMARY_COLUMNS (raw database values)."""
+
+
+# -------------------------------------------------------------------- open_store
+
+
+def open_store(
+    url: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    migrate: bool = False,
+    migrations_dir: str | Path | None = None,
+) -> Store:
+    """Open the store selected by ``url``, else ``$TRADE_DB_URL``, else ``<data_dir>/engine.duckdb``.
+
+    ``data_dir`` defaults to ``$TRADE_DATA_DIR``, else ``./data``; it is created when the default file
+    is used. ``postgresql://``/``postgres://`` selects PostgreSQL, ``duckdb://<path>`` or a plain path
+    DuckDB (``duckdb://:memory:`` for a throw-away store). With ``migrate=True`` pending migrations are
+    applied before returning; otherwise nothing is created until :meth:`Store.migrate`.
+    ``migrations_dir`` overrides the repository's ``migrations/`` folder (it holds one sub-folder per
+    dialect).
+
+    Raises:
+        ParameterError: on field ``db`` for an unsupported or malformed URL.
+        StoreError: if the database cannot be opened/connected, or a migration fails.
+    """
+    target = resolve_store_url(url, data_dir)
+    store: Store
+    if target.dialect == "postgres":
+        from engine.store.postgres_store import PostgresStore
+
+        store = PostgresStore(target, migrations_dir)
+    else:
+        from engine.store.duckdb_store import DuckDBStore
+
+        store = DuckDBStore(target, migrations_dir)
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+# -------------------------------------------------------------------- validation
+
+
+def prepare_run(result: BacktestResult) -> PreparedRun:
+    """Validate ``result`` and turn it into a :class:`PreparedRun` (pure; touches no database).
+
+    Raises:
+        StoreValueError / StoreError: as :meth:`Store.save_backtest`.
+    """
+    if not isinstance(result, BacktestResult):
+        raise StoreError(f"save_backtest needs a BacktestResult, got {type(result).__name__}")
+    run_id = result.run_id if result.run_id is not None else str(uuid.uuid4())
+    _require_text("backtest_runs", "run_id", run_id)
+    _require_text("backtest_runs", "strategy_type", result.strategy_type)
+    _require_text("backtest_runs", "timeframe", result.timeframe)
+    _require_text("backtest_runs", "trade_hash", result.trade_hash, allow_empty=True)
+    _require_text("backtest_runs", "data_path", str(result.data_path), allow_empty=True)
+    symbols = list(result.symbols)
+    for s in symbols:
+        _require_text("backtest_runs", "symbols", s)
+
+    tables: dict[str, pa.Table] = {}
+    for attr, (db_table, schema, nullable) in CHILD_TABLES.items():
+        tables[db_table] = _validate_table(db_table, getattr(result, attr), schema, nullable)
+
+    initial_cash = _finite("backtest_runs", "initial_cash", result.initial_cash)
+    metrics = dict(result.metrics or {})
+    equity = tables["backtest_equity"]
+    last_equity = float(equity["equity"][-1].as_py()) if equity.num_rows else None
+
+    final_equity = _metric(metrics, "final_equity")
+    if final_equity is None:
+        final_equity = last_equity
+    total_return = _metric(metrics, "total_return_pct")
+    if total_return is None and final_equity is not None and initial_cash > 0:
+        total_return = _bounded((final_equity / initial_cash - 1.0) * 100.0)
+    sharpe = _metric(metrics, "sharpe")
+    if sharpe is None:
+        sharpe = _metric(metrics, "sharpe_ratio")
+    fees_paid = _metric(metrics, "fees_paid")
+    if fees_paid is None:
+        fees_paid = _column_sum(tables["backtest_fills"], "fee")
+    funding_paid = _metric(metrics, "funding_paid")
+    if funding_paid is None:
+        funding_paid = -_column_sum(tables["backtest_trades"], "funding")
+
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC),
+        "strategy_type": result.strategy_type,
+        "params": _json("params", result.params),
+        "symbols": symbols,
+        "timeframe": result.timeframe,
+        "data_path": str(result.data_path),
+        "start_ts": _ns_to_datetime("backtest_runs", "start_ts", result.start_ns),
+        "end_ts": _ns_to_datetime("backtest_runs", "end_ts", result.end_ns),
+        "initial_cash": initial_cash,
+        "final_equity": final_equity,
+        "total_return_pct": total_return,
+        "sharpe": sharpe,
+        "max_drawdown_pct": _metric(metrics, "max_drawdown_pct"),
+        "trades": int(tables["backtest_trades"].num_rows),
+        "fees_paid": _finite("backtest_runs", "fees_paid", fees_paid),
+        "funding_paid": _finite("backtest_runs", "funding_paid", funding_paid),
+        "trade_hash": result.trade_hash,
+        "metrics": _json("metrics", metrics),
+        "settings": _json("settings", result.settings or {}),
+    }
+    return PreparedRun(run_id, row, tables)
+
+
+def _require_text(table: str, column: str, value: object, allow_empty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise StoreValueError(table, column, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value:
+        raise StoreValueError(table, column, "must not be empty")
+    if "\x00" in value:
+        raise StoreValueError(table, column, "must not contain NUL characters")
+
+
+def _finite(table: str, column: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise StoreValueError(table, column, f"must be a number, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise StoreValueError(table, column, f"is {f}, NUMERIC columns need finite values")
+    if abs(f) >= NUMERIC_LIMIT:
+        raise StoreValueError(table, column, f"{f} exceeds NUMERIC(38, 18) (|x| < 1e20)")
+    return f
+
+
+def _bounded(value: float) -> float | None:
+    return value if math.isfinite(value) and abs(value) < NUMERIC_LIMIT else None
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
+    """A summary metric as a storable float, or None when absent, non-numeric or non-finite."""
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return _bounded(float(value))
+
+
+def _column_sum(table: pa.Table, column: str) -> float:
+    if table.num_rows == 0:
+        return 0.0
+    return float(np.sum(table[column].to_numpy()))
+
+
+def _json(field: str, value: Any) -> str:
+    try:
+        return orjson.dumps(
+            value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS
+        ).decode()
+    except TypeError as exc:
+        raise StoreValueError("backtest_runs", field, f"is not JSON-serialisable ({exc})") from exc
+
+
+def _ns_to_datetime(table: str, column: str, ns: object) -> datetime:
+    if isinstance(ns, bool) or not isinstance(ns, (int, np.integer)):
+        raise StoreValueError(table, column, f"must be int nanoseconds since the epoch, got {ns!r}")
+    ns = int(ns)
+    if ns % 1000:
+        raise StoreValueError(
+            table, column, f"{ns} ns is not a whole microsecond (TIMESTAMPTZ has microsecond precision)"
+        )
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: frozenset[str]) -> pa.Table:
+    if not isinstance(given, pa.Table):
+        raise StoreValueError(db_table, "*", f"must be a pyarrow.Table, got {type(given).__name__}")
+    table: pa.Table = given
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise StoreValueError(db_table, missing[0], "column is missing")
+    extra = [c for c in table.column_names if c not in schema.names]
+    if extra:
+        raise StoreValueError(db_table, extra[0], "unknown column (not in the result schema)")
+    table = table.select(schema.names)
+    columns = []
+    for f in schema:
+        col = table[f.name]
+        try:
+            col = col.cast(f.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StoreValueError(db_table, f.name, f"cannot be read as {f.type}: {exc}") from exc
+        if col.null_count and f.name not in nullable:
+            raise StoreValueError(db_table, f.name, f"{col.null_count} null value(s) in a NOT NULL column")
+        if pa.types.is_floating(f.type):
+            values = col.to_numpy()
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                i = int(bad[0])
+                raise StoreValueError(
+                    db_table, f.name, f"row {i} is {values[i]}; NUMERIC columns need finite values"
+                )
+            big = np.flatnonzero(np.abs(values) >= NUMERIC_LIMIT)
+            if big.size:
+                i = int(big[0])
+                raise StoreValueError(db_table, f.name, f"row {i} is {values[i]}, beyond NUMERIC(38, 18)")
+        elif pa.types.is_timestamp(f.type):
+            ints = col.cast(pa.int64()).to_numpy()
+            bad = np.flatnonzero(ints % 1000)
+            if bad.size:
+                i = int(bad[0])
+                raise StoreValueError(
+                    db_table,
+                    f.name,
+                    f"row {i} ({ints[i]} ns) is not a whole microsecond "
+                    "(TIMESTAMPTZ has microsecond precision)",
+                )
+            col = col.cast(_TS_US)
+        elif f.name == "side":
+            values = col.to_numpy()
+            bad = np.flatnonzero((values != 1) & (values != -1))
+            if bad.size:
+                i = int(bad[0])
+                raise StoreValueError(db_table, f.name, f"row {i} is {values[i]}, must be +1 or -1")
+        columns.append(col)
+    out = pa.table(columns, names=schema.names)
+    key = ROW_KEYS[db_table]
+    if out.num_rows and pc.count_distinct(out[key]).as_py() != out.num_rows:
+        raise StoreValueError(db_table, key, "values must be unique within a run")
+    return out
+
+
+# -------------------------------------------------------------------- loading
+
+
+def _build_result(row: Mapping[str, Any], tables: Mapping[str, pa.Table]) -> BacktestResult:
+    return BacktestResult(
+        strategy_type=row["strategy_type"],
+        params=orjson.loads(row["params"]),
+        symbols=list(row["symbols"]),
+        timeframe=row["timeframe"],
+        start_ns=int(row["start_ts"]) * 1000,
+        end_ns=int(row["end_ts"]) * 1000,
+        data_path=row["data_path"],
+        initial_cash=float(row["initial_cash"]),
+        metrics=orjson.loads(row["metrics"]),
+        fills=tables["fills"],
+        trades=tables["trades"],
+        equity=tables["equity"],
+        trade_hash=row["trade_hash"],
+        settings=orjson.loads(row["settings"]),
+        run_id=row["run_id"],
+    )
+
+
+def duplicate_run(run_id: str) -> StoreError:
+    """The error for saving a run_id that is already stored."""
+    return StoreError(f"a backtest with run_id '{run_id}' is already stored; nothing was saved")
+
+
+def cast_loaded(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast a table read from the database (timestamps in µs, small ints, doubles) to ``schema``."""
+    return table.rename_columns(schema.names).cast(schema)
+
+
+def _summary(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in SUMMARY_COLUMNS:
+        value = raw[name]
+        if name in RUN_NUMERIC_COLUMNS and value is not None:
+            value = float(value)
+        elif name in TIMESTAMP_COLUMNS:
+            value = _EPOCH + timedelta(microseconds=int(value))
+        elif name == "symbols":
+            value = list(value)
+        elif name == "trades":
+            value = int(value)
+        out[name] = value
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

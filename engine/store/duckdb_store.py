@@ -1,0 +1,267 @@
+"""The DuckDB backend: an embedded database file (the default store) or ``:memory:``.
+
+Bulk writes register the Arrow tables with the connection and run ``INSERT ... SELECT`` (no per-row
+Python inserts). DuckDB allows one writing process per file: a second process opening the same file
+gets a :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from engine.errors import StoreError
+from engine.store.base import (
+    ROW_KEYS,
+    RUN_NUMERIC_COLUMNS,
+    SUMMARY_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    PreparedRun,
+    Store,
+    cast_loaded,
+    duplicate_run,
+)
+from engine.store.migrations import MigrationConnection
+from engine.store.url import StoreURL
+
+_RUN_COLUMNS = (
+    "run_id",
+    "created_at",
+    "strategy_type",
+    "params",
+    "symbols",
+    "timeframe",
+    "data_path",
+    "start_ts",
+    "end_ts",
+    "initial_cash",
+    "final_equity",
+    "total_return_pct",
+    "sharpe",
+    "max_drawdown_pct",
+    "trades",
+    "fees_paid",
+    "funding_paid",
+    "trade_hash",
+    "metrics",
+    "settings",
+)
+_NUMERIC = "DECIMAL(38, 18)"
+_RUN_CASTS = {"params": "JSON", "metrics": "JSON", "settings": "JSON", "symbols": "VARCHAR[]"}
+
+
+def _to_decimal(column: str) -> str:
+    """DOUBLE → DECIMAL through the shortest round-trip text: exact, unlike DuckDB's direct cast
+    (which scales in floating point and can land one unit off in the last stored digit)."""
+    return f"CAST(CAST({column} AS VARCHAR) AS {_NUMERIC})"
+
+
+class _DuckDBMigrationConn:
+    """Adapts a DuckDB connection to :class:`~engine.store.migrations.MigrationConnection`."""
+
+    dialect = "duckdb"
+    placeholder = "?"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with _transaction(self._con):
+            yield
+
+    def lock(self) -> None:
+        # DuckDB lets one process write a database file; within the process the store's lock serialises.
+        return None
+
+    def execute_script(self, sql: str) -> None:
+        self._con.execute(sql)  # DuckDB runs every statement of a multi-statement string
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._con.execute(sql, list(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql, list(params)).fetchall()
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self._con.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND schema_name = current_schema() "
+                "AND database_name = current_database()",
+                [name],
+            ).fetchall()
+        )
+
+    def epoch_us_sql(self, column: str) -> str:
+        return f"epoch_us({column})"
+
+    def bootstrap_sql(self) -> str:
+        return (
+            "CREATE SEQUENCE IF NOT EXISTS _migrations_id_seq;\n"
+            "CREATE TABLE IF NOT EXISTS _migrations (\n"
+            "    id BIGINT PRIMARY KEY DEFAULT nextval('_migrations_id_seq'),\n"
+            "    name VARCHAR(255) NOT NULL UNIQUE,\n"
+            "    applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp\n"
+            ");"
+        )
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.begin()
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.rollback()
+        raise
+    try:
+        con.commit()
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.rollback()
+        raise
+
+
+class DuckDBStore(Store):
+    """A store in a DuckDB file (or in memory). Open it with :func:`engine.store.open_store`.
+
+    Raises:
+        StoreError: when the file cannot be opened (missing directory, locked by another process,
+            not a DuckDB file).
+    """
+
+    dialect = "duckdb"
+
+    def __init__(self, url: StoreURL, migrations_dir: str | Path | None = None) -> None:
+        super().__init__(url, migrations_dir)
+        path = url.target
+        if not url.is_memory:
+            parent = Path(path).parent
+            if url.is_default:
+                try:
+                    parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create data directory {parent}: {exc}") from exc
+            elif not parent.is_dir():
+                raise StoreError(f"cannot open DuckDB store {path}: directory {parent} does not exist")
+        try:
+            self._con = duckdb.connect(path)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open DuckDB store {path}: {exc}") from exc
+        self._mconn = _DuckDBMigrationConn(self._con)
+
+    def _close(self) -> None:
+        self._con.close()
+
+    def _migration_conn(self) -> MigrationConnection:
+        return self._mconn
+
+    def _table_names(self) -> list[str]:
+        rows = self._con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = current_schema() "
+            "AND database_name = current_database()"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # ---------------------------------------------------------------- writes
+
+    def _write_run(self, prepared: PreparedRun) -> None:
+        row = prepared.row
+        values = ", ".join(
+            f"CAST(? AS {_NUMERIC})"
+            if c in RUN_NUMERIC_COLUMNS
+            else f"?::{_RUN_CASTS[c]}"
+            if c in _RUN_CASTS
+            else "?"
+            for c in _RUN_COLUMNS
+        )
+        params = [
+            (None if row[c] is None else repr(float(row[c]))) if c in RUN_NUMERIC_COLUMNS else row[c]
+            for c in _RUN_COLUMNS
+        ]
+        with _transaction(self._con):
+            exists = self._con.execute(
+                "SELECT 1 FROM backtest_runs WHERE run_id = ?", [prepared.run_id]
+            ).fetchall()
+            if exists:
+                raise duplicate_run(prepared.run_id)
+            self._con.execute(
+                f"INSERT INTO backtest_runs ({', '.join(_RUN_COLUMNS)}) VALUES ({values})",
+                params,
+            )
+            for db_table, table in prepared.tables.items():
+                self._insert_table(db_table, prepared.run_id, table)
+
+    def _insert_table(self, db_table: str, run_id: str, table: pa.Table) -> None:
+        """Bulk-insert one Arrow child table (registered as a view) for ``run_id``."""
+        if table.num_rows == 0:
+            return
+        view = f"_tradengine_{db_table}_{uuid.uuid4().hex}"
+        cols = ", ".join(table.column_names)
+        exprs = ", ".join(
+            _to_decimal(f.name) if pa.types.is_floating(f.type) else f.name for f in table.schema
+        )
+        self._con.register(view, table)
+        try:
+            self._con.execute(
+                f"INSERT INTO {db_table} (run_id, {cols}) SELECT ?, {exprs} FROM {view}", [run_id]
+            )
+        finally:
+            self._con.unregister(view)
+
+    # ---------------------------------------------------------------- reads
+
+    def _fetch_run(self, run_id: str) -> dict[str, Any] | None:
+        select = []
+        for c in _RUN_COLUMNS:
+            if c in TIMESTAMP_COLUMNS:
+                select.append(f"epoch_us({c}) AS {c}")
+            elif c in RUN_NUMERIC_COLUMNS:
+                select.append(f"CAST({c} AS DOUBLE) AS {c}")
+            elif c in ("params", "metrics", "settings"):
+                select.append(f"CAST({c} AS VARCHAR) AS {c}")
+            else:
+                select.append(c)
+        rows = self._con.execute(
+            f"SELECT {', '.join(select)} FROM backtest_runs WHERE run_id = ?", [run_id]
+        ).fetchall()
+        if not rows:
+            return None
+        return dict(zip(_RUN_COLUMNS, rows[0], strict=True))
+
+    def _fetch_table(self, table: str, schema: pa.Schema, run_id: str) -> pa.Table:
+        select = []
+        for f in schema:
+            if pa.types.is_floating(f.type):
+                select.append(f"CAST({f.name} AS DOUBLE)")
+            elif f.name == "side":
+                select.append("CAST(side AS TINYINT)")
+            else:
+                select.append(f.name)
+        rel = self._con.sql(
+            f"SELECT {', '.join(select)} FROM {table} WHERE run_id = ? ORDER BY {ROW_KEYS[table]}",
+            params=[run_id],
+        )
+        return cast_loaded(rel.to_arrow_table(), schema)
+
+    def _fetch_summaries(self, limit: int) -> list[dict[str, Any]]:
+        select = [
+            f"CAST({c} AS DOUBLE) AS {c}"
+            if c in RUN_NUMERIC_COLUMNS
+            else f"epoch_us({c}) AS {c}"
+            if c in TIMESTAMP_COLUMNS
+            else c
+            for c in SUMMARY_COLUMNS
+        ]
+        rows = self._con.execute(
+            f"SELECT {', '.join(select)} FROM backtest_runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [dict(zip(SUMMARY_COLUMNS, r, strict=True)) for r in rows]

@@ -1,0 +1,261 @@
+"""The PostgreSQL backend (TimescaleDB hypertable for equity curves when the extension is available).
+
+Bulk writes stream each Arrow table as CSV through ``COPY ... FROM STDIN`` (Arrow formats floats with
+their shortest round-trip representation, so NUMERIC receives exactly the float's decimal value);
+reads stream ``COPY (SELECT ...) TO STDOUT`` back into Arrow. Concurrent migrators are serialised by
+a transaction-scoped advisory lock.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from engine.errors import StoreError
+from engine.store.base import (
+    ROW_KEYS,
+    RUN_NUMERIC_COLUMNS,
+    SUMMARY_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    PreparedRun,
+    Store,
+    cast_loaded,
+    duplicate_run,
+)
+from engine.store.migrations import MigrationConnection
+from engine.store.url import StoreURL
+
+#: Advisory lock key taken by every migration transaction (any constant unique to this application).
+MIGRATION_LOCK_KEY = 0x7472_6164_6500  # "trade"
+CONNECT_TIMEOUT_S = 10
+
+_RUN_COLUMNS = (
+    "run_id",
+    "created_at",
+    "strategy_type",
+    "params",
+    "symbols",
+    "timeframe",
+    "data_path",
+    "start_ts",
+    "end_ts",
+    "initial_cash",
+    "final_equity",
+    "total_return_pct",
+    "sharpe",
+    "max_drawdown_pct",
+    "trades",
+    "fees_paid",
+    "funding_paid",
+    "trade_hash",
+    "metrics",
+    "settings",
+)
+_RUN_CASTS = {"params": "jsonb", "metrics": "jsonb", "settings": "jsonb", "symbols": "text[]"}
+_EPOCH_US = "(extract(epoch FROM {c}) * 1000000)::int8"
+
+
+class _PgMigrationConn:
+    """Adapts a psycopg (autocommit) connection to :class:`~engine.store.migrations.MigrationConnection`."""
+
+    dialect = "postgres"
+    placeholder = "%s"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        return self._conn.transaction()
+
+    def lock(self) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+
+    def execute_script(self, sql: str) -> None:
+        # Without parameters psycopg uses the simple query protocol: many statements, no '%' parsing.
+        self._conn.execute(sql.encode())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._conn.execute(sql.encode(), tuple(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn.cursor() as cur:
+            cur.execute(sql.encode(), tuple(params))
+            return list(cur.fetchall())
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self.query(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_name = %s",
+                (name,),
+            )
+        )
+
+    def epoch_us_sql(self, column: str) -> str:
+        return _EPOCH_US.format(c=column)
+
+    def bootstrap_sql(self) -> str:
+        return (
+            "CREATE TABLE IF NOT EXISTS _migrations (\n"
+            "    id SERIAL PRIMARY KEY,\n"
+            "    name VARCHAR(255) NOT NULL UNIQUE,\n"
+            "    applied_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP\n"
+            ");"
+        )
+
+
+class PostgresStore(Store):
+    """A store in a PostgreSQL database. Open it with :func:`engine.store.open_store`.
+
+    The connection is in autocommit mode; every multi-statement operation runs in an explicit
+    transaction. Tables live in the connection's current schema (set ``options=-csearch_path=...`` in
+    the URL to use another).
+
+    Raises:
+        StoreError: when the server cannot be reached or refuses the connection.
+    """
+
+    dialect = "postgres"
+
+    def __init__(self, url: StoreURL, migrations_dir: str | Path | None = None) -> None:
+        super().__init__(url, migrations_dir)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo_to_dict(url.target):
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+        try:
+            self._conn: psycopg.Connection[Any] = psycopg.connect(url.target, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {url.redacted()}: {str(exc).strip()}") from exc
+        self._mconn = _PgMigrationConn(self._conn)
+
+    def _close(self) -> None:
+        self._conn.close()
+
+    def _migration_conn(self) -> MigrationConnection:
+        return self._mconn
+
+    def _table_names(self) -> list[str]:
+        rows = self._mconn.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        return [str(r[0]) for r in rows]
+
+    # ---------------------------------------------------------------- writes
+
+    def _write_run(self, prepared: PreparedRun) -> None:
+        row = prepared.row
+        values = ", ".join(f"%s::{_RUN_CASTS[c]}" if c in _RUN_CASTS else "%s" for c in _RUN_COLUMNS)
+        with self._conn.transaction():
+            exists = self._conn.execute(
+                "SELECT 1 FROM backtest_runs WHERE run_id = %s", (prepared.run_id,)
+            ).fetchone()
+            if exists:
+                raise duplicate_run(prepared.run_id)
+            self._conn.execute(
+                f"INSERT INTO backtest_runs ({', '.join(_RUN_COLUMNS)}) VALUES ({values})".encode(),
+                [row[c] for c in _RUN_COLUMNS],
+            )
+            for db_table, table in prepared.tables.items():
+                self._insert_table(db_table, prepared.run_id, table)
+
+    def _insert_table(self, db_table: str, run_id: str, table: pa.Table) -> None:
+        """``COPY`` one Arrow child table (as CSV) for ``run_id``."""
+        if table.num_rows == 0:
+            return
+        table = table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+        data = sink.getvalue()
+        with (
+            self._conn.cursor() as cur,
+            cur.copy(
+                f"COPY {db_table} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)".encode()
+            ) as copy,
+        ):
+            copy.write(memoryview(data))
+
+    # ---------------------------------------------------------------- reads
+
+    def _fetch_run(self, run_id: str) -> dict[str, Any] | None:
+        select = []
+        for c in _RUN_COLUMNS:
+            if c in TIMESTAMP_COLUMNS:
+                select.append(f"{_EPOCH_US.format(c=c)} AS {c}")
+            elif c in RUN_NUMERIC_COLUMNS:
+                select.append(f"{c}::float8 AS {c}")
+            elif c in ("params", "metrics", "settings"):
+                select.append(f"{c}::text AS {c}")
+            else:
+                select.append(c)
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            query = f"SELECT {', '.join(select)} FROM backtest_runs WHERE run_id = %s"
+            cur.execute(query.encode(), (run_id,))
+            return cur.fetchone()
+
+    def _fetch_table(self, table: str, schema: pa.Schema, run_id: str) -> pa.Table:
+        select, types = [], {}
+        for f in schema:
+            if pa.types.is_timestamp(f.type):
+                select.append(_EPOCH_US.format(c=f.name))
+                types[f.name] = pa.int64()
+            elif pa.types.is_floating(f.type):
+                select.append(f"{f.name}::float8")
+                types[f.name] = pa.float64()
+            else:
+                select.append(f.name)
+                types[f.name] = f.type
+        query = (
+            f"COPY (SELECT {', '.join(select)} FROM {table} WHERE run_id = %s "
+            f"ORDER BY {ROW_KEYS[table]}) TO STDOUT (FORMAT csv)"
+        )
+        buf = io.BytesIO()
+        with self._conn.cursor() as cur, cur.copy(query.encode(), (run_id,)) as copy:
+            for chunk in copy:
+                buf.write(chunk)
+        if buf.tell() == 0:
+            return schema.empty_table()
+        buf.seek(0)
+        raw = pacsv.read_csv(
+            buf,
+            read_options=pacsv.ReadOptions(column_names=schema.names),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        columns = []
+        for f in schema:
+            col = raw[f.name]
+            if pa.types.is_timestamp(f.type):
+                col = pc.multiply(col, 1000).cast(f.type)
+            columns.append(col)
+        return cast_loaded(pa.table(columns, names=schema.names), schema)
+
+    def _fetch_summaries(self, limit: int) -> list[dict[str, Any]]:
+        select = [
+            f"{c}::float8 AS {c}"
+            if c in RUN_NUMERIC_COLUMNS
+            else f"{_EPOCH_US.format(c=c)} AS {c}"
+            if c in TIMESTAMP_COLUMNS
+            else c
+            for c in SUMMARY_COLUMNS
+        ]
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT {', '.join(select)} FROM backtest_runs "
+                f"ORDER BY created_at DESC, run_id DESC LIMIT %s".encode(),
+                (limit,),
+            )
+            return list(cur.fetchall())

@@ -1,0 +1,24 @@
+"""The public strategy API: everything a plugin in ``strategies/`` may import.
+
+    from engine.strategy import Bar, Compatibility, Field, Strategy, StrategyParams
+"""
+
+from engine.execution.orders import BUY, SELL, Fill, Order
+from engine.strategy.base import Compatibility, Field, Strategy, StrategyParams
+from engine.strategy.series import Bar, Series, Tick
+from engine.strategy.services import StrategyServices
+
+__all__ = [
+    "BUY",
+    "SELL",
+    "Bar",
+    "Compatibility",
+    "Field",
+    "Fill",
+    "Order",
+    "Series",
+    "Strategy",
+    "StrategyParams",
+    "StrategyServices",
+    "Tick",
+]

@@ -1,0 +1,193 @@
+"""Per-symbol bar feeds and the market-data service strategies read from.
+
+A :class:`SymbolFeed` holds one symbol's bars as Python lists (fast scalar reads) plus a
+:class:`~engine.strategy.series.Cursor`. :class:`BarMarketData` implements
+:class:`~engine.strategy.services.MarketDataService` over the feeds: indicators are computed once,
+vectorized, over the whole series when the strategy asks for them in ``on_init``, and read at the
+cursor afterwards, so no value after the current bar is visible.
+
+Higher timeframes: ``indicator(..., timeframe="4h")`` resamples the symbol's bars, computes the
+indicator on the higher-timeframe bars and aligns it to the base timeline so that a base bar sees
+the value of the last higher-timeframe bar that had *closed* by the base bar's close
+(bar open + timeframe ≤ base bar open + base timeframe).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import ParameterError
+from engine.indicators.registry import get_indicator, validate_params
+from engine.instruments import Instrument
+from engine.strategy.series import Bar, Cursor, Series
+from engine.timeframes import timeframe_ns
+
+BAR_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+class SymbolFeed:
+    """One symbol's bars (ts in ns UTC, prices in quote currency, volume in base units)."""
+
+    def __init__(self, symbol: str, arrays: dict[str, np.ndarray], timeframe: str) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.tf_ns = timeframe_ns(timeframe)
+        self.arrays = arrays  # numpy: ts (int64) and BAR_FIELDS (float64)
+        self.n = len(arrays["ts"])
+        self.ts: list[int] = arrays["ts"].tolist()
+        self.open: list[float] = arrays["open"].tolist()
+        self.high: list[float] = arrays["high"].tolist()
+        self.low: list[float] = arrays["low"].tolist()
+        self.close: list[float] = arrays["close"].tolist()
+        self.volume: list[float] = arrays["volume"].tolist()
+        self.cursor = Cursor()
+        self.bar = Bar(symbol, self.cursor, self.ts, self.open, self.high, self.low, self.close, self.volume)
+        self._htf: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+
+    def higher_timeframe(self, timeframe: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Bars of ``timeframe`` (resampled) and, per base bar, the index of the last closed one (-1)."""
+        cached = self._htf.get(timeframe)
+        if cached is not None:
+            return cached
+        from engine.data.resample import resample
+
+        htf_ns = timeframe_ns(timeframe)
+        if htf_ns <= self.tf_ns or htf_ns % self.tf_ns:
+            raise ParameterError(
+                "timeframe", f"{timeframe!r} must be a whole multiple of the base timeframe {self.timeframe!r}"
+            )
+        table = pa.table(
+            {
+                "symbol": pa.array([self.symbol] * self.n, pa.string()),
+                "ts": pa.array(self.arrays["ts"], pa.timestamp("ns", tz="UTC")),
+                **{f: pa.array(self.arrays[f], pa.float64()) for f in BAR_FIELDS},
+            }
+        )
+        out = resample(table, timeframe)
+        htf = {"ts": out.column("ts").cast(pa.int64()).to_numpy()}
+        for f in BAR_FIELDS:
+            htf[f] = out.column(f).to_numpy()
+        closes_at = htf["ts"] + htf_ns
+        index = np.searchsorted(closes_at, self.arrays["ts"] + self.tf_ns, side="right") - 1
+        self._htf[timeframe] = (htf, index)
+        return htf, index
+
+
+class BarMarketData:
+    """MarketDataService over precomputed bar feeds (backtests, and replays of stored bars)."""
+
+    def __init__(self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str) -> None:
+        self.feeds = feeds
+        self.instruments = instruments
+        self._timeframe = timeframe
+        self._symbols = list(feeds)
+        #: every series handed to the strategy, per symbol, for the warm-up computation
+        self.requested: dict[str, list[np.ndarray]] = {s: [] for s in feeds}
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
+
+    @property
+    def timeframe(self) -> str:
+        return self._timeframe
+
+    def _feed(self, symbol: str | None) -> SymbolFeed:
+        if symbol is None:
+            if len(self._symbols) != 1:
+                raise ParameterError("symbol", "must be given when the run trades several symbols")
+            symbol = self._symbols[0]
+        feed = self.feeds.get(symbol)
+        if feed is None:
+            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
+        return feed
+
+    def instrument(self, symbol: str) -> Instrument:
+        return self.instruments[self._feed(symbol).symbol]
+
+    def bar(self, symbol: str) -> Bar:
+        return self._feed(symbol).bar
+
+    def ltp(self, symbol: str) -> float:
+        """Last traded price: the close of the current bar (NaN before the first bar)."""
+        feed = self._feed(symbol)
+        i = feed.cursor.i
+        return feed.close[i] if i >= 0 else math.nan
+
+    def _aligned(self, feed: SymbolFeed, values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+        if index is None:
+            return values
+        out = np.full(feed.n, np.nan)
+        ok = index >= 0
+        out[ok] = values[index[ok]]
+        return out
+
+    def _wrap(self, feed: SymbolFeed, name: str, values: np.ndarray) -> Series:
+        self.requested[feed.symbol].append(values)
+        return Series(name, values.tolist(), feed.cursor)
+
+    def series(self, field: str, symbol: str | None = None, *, timeframe: str | None = None) -> Series:
+        """A bar field ("open", "high", "low", "close", "volume", "ts") as a series."""
+        feed = self._feed(symbol)
+        if field not in (*BAR_FIELDS, "ts"):
+            raise ParameterError("field", f"must be one of {', '.join((*BAR_FIELDS, 'ts'))}, got {field!r}")
+        if timeframe is None or timeframe == feed.timeframe:
+            values = feed.arrays[field].astype(np.float64) if field == "ts" else feed.arrays[field]
+            return self._wrap(feed, f"{feed.symbol}.{field}", values)
+        htf, index = feed.higher_timeframe(timeframe)
+        values = self._aligned(feed, htf[field].astype(np.float64), index)
+        return self._wrap(feed, f"{feed.symbol}.{timeframe}.{field}", values)
+
+    def indicator(
+        self,
+        name: str,
+        symbol: str | None = None,
+        *,
+        timeframe: str | None = None,
+        source: str | None = None,
+        **params: Any,
+    ) -> Series | tuple[Series, ...]:
+        """An indicator of ``symbol``'s bars (see :mod:`engine.indicators.registry` for names).
+
+        ``source`` replaces the input field of single-input indicators (e.g. an EMA of "volume").
+        Returns one Series, or a tuple in the spec's output order for multi-output indicators.
+
+        Raises:
+            ParameterError: unknown indicator, field, symbol or timeframe, or bad parameters.
+        """
+        feed = self._feed(symbol)
+        spec = get_indicator(name)
+        kwargs = validate_params(spec, params)
+        inputs = spec.inputs
+        if source is not None:
+            if len(inputs) != 1:
+                raise ParameterError("source", f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators")
+            if source not in BAR_FIELDS:
+                raise ParameterError("source", f"must be one of {', '.join(BAR_FIELDS)}, got {source!r}")
+            inputs = (source,)
+        if timeframe is None or timeframe == feed.timeframe:
+            arrays, index = feed.arrays, None
+        else:
+            arrays, index = feed.higher_timeframe(timeframe)
+        out = spec.vectorized(*(arrays[f] for f in inputs), **kwargs)
+        label = f"{feed.symbol}.{timeframe + '.' if index is not None else ''}{name}"
+        if isinstance(out, tuple):
+            return tuple(
+                self._wrap(feed, f"{label}.{out_name}", self._aligned(feed, values, index))
+                for out_name, values in zip(spec.outputs, out, strict=True)
+            )
+        return self._wrap(feed, label, self._aligned(feed, out, index))
+
+    def warmup_index(self, symbol: str) -> int:
+        """First bar index of ``symbol`` at which every series requested on it is finite (0 if none)."""
+        first = 0
+        for values in self.requested[symbol]:
+            finite = np.flatnonzero(np.isfinite(values))
+            if finite.size == 0:
+                return len(values)
+            first = max(first, int(finite[0]))
+        return first
