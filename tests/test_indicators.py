@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import talib
+from talib import MA_Type
 
 from engine.errors import ParameterError
 from engine.indicators import (
@@ -127,17 +128,17 @@ def _talib_cases(b: Bars) -> list[tuple[str, Any, Any]]:
         ("rsi2", rsi(c, 2), talib.RSI(c, 2)),
         ("atr14", atr(h, lo, c, 14), talib.ATR(h, lo, c, 14)),
         ("atr1", atr(h, lo, c, 1), talib.ATR(h, lo, c, 1)),
-        ("bbands20", bbands(c, 20, 2.0), talib.BBANDS(c, 20, 2.0, 2.0, 0)),
-        ("bbands5", bbands(c, 5, 1.5), talib.BBANDS(c, 5, 1.5, 1.5, 0)),
+        ("bbands20", bbands(c, 20, 2.0), talib.BBANDS(c, 20, 2.0, 2.0, MA_Type.SMA)),
+        ("bbands5", bbands(c, 5, 1.5), talib.BBANDS(c, 5, 1.5, 1.5, MA_Type.SMA)),
         ("adx14", adx(h, lo, c, 14), talib.ADX(h, lo, c, 14)),
         ("adx3", adx(h, lo, c, 3), talib.ADX(h, lo, c, 3)),
         ("roc10", roc(c, 10), talib.ROC(c, 10)),
         ("roc1", roc(c, 1), talib.ROC(c, 1)),
         # our default Stoch RSI (14, 14, K smooth 3, D smooth 3) == TA-Lib slow STOCH of the RSI
-        ("stochrsi", stochrsi(c), talib.STOCH(r, r, r, 14, 3, 0, 3, 0)),
+        ("stochrsi", stochrsi(c), talib.STOCH(r, r, r, 14, 3, MA_Type.SMA, 3, MA_Type.SMA)),
         # without K smoothing it is TA-Lib's STOCHRSI (fastk, fastd)
-        ("stochrsi_k1", stochrsi(c, 14, 14, 1, 3), talib.STOCHRSI(c, 14, 14, 3, 0)),
-        ("stochrsi_other", stochrsi(c, 10, 5, 1, 4), talib.STOCHRSI(c, 10, 5, 4, 0)),
+        ("stochrsi_k1", stochrsi(c, 14, 14, 1, 3), talib.STOCHRSI(c, 14, 14, 3, MA_Type.SMA)),
+        ("stochrsi_other", stochrsi(c, 10, 5, 1, 4), talib.STOCHRSI(c, 10, 5, 4, MA_Type.SMA)),
     ]
 
 
@@ -185,7 +186,11 @@ def test_bbwidth_matches_pandas(panel: dict[str, Bars]) -> None:
             ref = (2.0 * k * std / roll.mean()).to_numpy()
             assert_close(bbwidth(bars["close"], period, k), ref)
             # pandas' own rolling std agrees to its accuracy
-            assert_close(bbwidth(bars["close"], period, k), (2 * k * roll.std(ddof=0) / roll.mean()).to_numpy(), rtol=1e-7)
+            assert_close(
+                bbwidth(bars["close"], period, k),
+                (2 * k * roll.std(ddof=0) / roll.mean()).to_numpy(),
+                rtol=1e-7,
+            )
 
 
 def test_volume_sma_matches_pandas(panel: dict[str, Bars]) -> None:
@@ -266,7 +271,11 @@ def test_streaming_equals_vectorized_exactly(
 
 def test_streaming_equals_vectorized_on_random_walk_segment(walk: Bars) -> None:
     bars = {k: v[:200_000] for k, v in walk.items()}
-    for name, params in (("bbands", {"period": 20}), ("realized_vol", {"period": 20}), ("ema", {"period": 50})):
+    for name, params in (
+        ("bbands", {"period": 20}),
+        ("realized_vol", {"period": 20}),
+        ("ema", {"period": 50}),
+    ):
         vec, streamed = _run_both(name, params, bars)
         for v, s in zip(vec, streamed, strict=True):
             assert np.array_equal(v, s, equal_nan=True)
@@ -281,7 +290,19 @@ def test_streaming_ready_and_value_semantics() -> None:
     bb = BBands(2, 1.0)
     assert all(math.isnan(v) for v in bb.update(1.0))
     assert bb.update(3.0) == (3.0, 2.0, 1.0) and bb.value == (3.0, 2.0, 1.0)
-    for obj in (SMA(), EMA(), RSI(), ATR(), ADX(), ROC(), BBands(), BBWidth(), RealizedVol(), StochRSI(), VolumeSMA()):
+    for obj in (
+        SMA(),
+        EMA(),
+        RSI(),
+        ATR(),
+        ADX(),
+        ROC(),
+        BBands(),
+        BBWidth(),
+        RealizedVol(),
+        StochRSI(),
+        VolumeSMA(),
+    ):
         assert hasattr(type(obj), "__slots__")
         assert not hasattr(obj, "__dict__")
 
@@ -296,7 +317,7 @@ def test_flat_market_conventions_match_talib() -> None:
     assert np.array_equal(rsi(x, 14), talib.RSI(x, 14), equal_nan=True)  # 0 when G + L == 0
     assert np.array_equal(adx(x, x, x, 5), talib.ADX(x, x, x, 5), equal_nan=True)
     k, d = stochrsi(x, 5, 5, 1, 3)
-    tk, td = talib.STOCHRSI(x, 5, 5, 3, 0)
+    tk, td = talib.STOCHRSI(x, 5, 5, 3, MA_Type.SMA)
     assert np.array_equal(k, tk, equal_nan=True) and np.array_equal(d, td, equal_nan=True)
     assert np.nanmax(bbwidth(x, 10)) == 0.0
     assert np.nanmax(realized_vol(x, 10)) == 0.0
@@ -346,7 +367,8 @@ def test_vectorized_argument_errors() -> None:
         sma(np.ones((3, 3)), 2)
     with pytest.raises(ParameterError):
         SMA(0)
-    assert np.array_equal(sma(x, 4.0), sma(x, 4), equal_nan=True)  # integral floats are accepted
+    # integral floats are accepted
+    assert np.array_equal(sma(x, 4.0), sma(x, 4), equal_nan=True)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -390,9 +412,8 @@ def test_lookback_equals_leading_nan_count(name: str, params: dict[str, Any], pa
 
 
 def test_registry_contents() -> None:
-    assert set(INDICATORS) == {
-        "sma", "ema", "rsi", "atr", "bbands", "adx", "stochrsi", "roc", "bbwidth", "realized_vol", "volume_sma",
-    }  # fmt: skip
+    names = "sma ema rsi atr bbands adx stochrsi roc bbwidth realized_vol volume_sma"
+    assert set(INDICATORS) == set(names.split())
     assert get_indicator("bbands").outputs == ("upper", "middle", "lower")
     assert get_indicator("stochrsi").outputs == ("k", "d")
     assert get_indicator("atr").inputs == ("high", "low", "close")

@@ -17,6 +17,7 @@ only indexes Python lists and creates no object per bar.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 from collections.abc import Callable
@@ -119,13 +120,30 @@ def funding_events(
 
 
 def trade_hash(fills: pa.Table) -> str:
-    """SHA-256 of the fill list (ts, symbol, side, qty, price, fee with exact float reprs)."""
+    """SHA-256 of the fill list: one line per fill with ts (ns), symbol, side and the exact float
+    reprs of qty, price and fee, in execution order."""
     h = hashlib.sha256()
-    cols = [fills.column(c).to_pylist() for c in ("ts", "symbol", "side", "qty", "price", "fee")]
-    ts_ns = fills.column("ts").cast(pa.int64()).to_pylist()
-    for i in range(fills.num_rows):
-        h.update(f"{ts_ns[i]}|{cols[1][i]}|{cols[2][i]}|{cols[3][i]!r}|{cols[4][i]!r}|{cols[5][i]!r}\n".encode())
+    ts = fills.column("ts").cast(pa.int64()).to_numpy().tolist()
+    symbol = fills.column("symbol").to_pylist()
+    side = fills.column("side").to_numpy().tolist()
+    qty = fills.column("qty").to_numpy().tolist()
+    price = fills.column("price").to_numpy().tolist()
+    fee = fills.column("fee").to_numpy().tolist()
+    for row in zip(ts, symbol, side, qty, price, fee, strict=True):
+        h.update(("%d|%s|%d|%r|%r|%r\n" % row).encode())
     return h.hexdigest()
+
+
+def _table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Rows (tuples in schema order; timestamps as int ns) → Arrow table of ``schema``."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema.names]
+    arrays = []
+    for f, values in zip(schema, columns, strict=True):
+        if pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(values, pa.int64()).cast(f.type))
+        else:
+            arrays.append(pa.array(values, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class Backtest:
@@ -177,12 +195,14 @@ class Backtest:
         self.feeds = {s: SymbolFeed(s, bars[s], timeframe) for s in self.symbols}
         self.account = Account(self.settings.cash)
         self._now = 0
+        #: when set, the clock reads this feed's current bar close time instead of ``_now``
+        self._clock_feed: SymbolFeed | None = None
         self.exchange = PaperExchange(
             self.account,
             self.instruments,
             slippage_bps=self.settings.slippage_bps,
             mark=self._mark,
-            clock=lambda: self._now,
+            clock=self._clock,
         )
         self.market_data = BarMarketData(self.feeds, self.instruments, timeframe)
         positions = AccountPositions(self.exchange)
@@ -191,13 +211,22 @@ class Backtest:
             positions=positions,
             risk=ExchangeRisk(self.exchange, positions),
             market_data=self.market_data,
-            clock=CallableClock(lambda: self._now),
+            clock=CallableClock(self._clock),
         )
         self.funding = {s: funding_events(self.feeds[s], funding, marks, s) for s in self.symbols}
         self.strategy = strategy_cls(self.params, self.services)
         self.exchange.listeners.append(self._on_fill)
 
     # ------------------------------------------------------------------ helpers
+    def _clock(self) -> int:
+        """Now, in ns UTC: the close time of the bar being handed to ``on_bar``, the open time while
+        orders fill, the funding time while funding settles."""
+        feed = self._clock_feed
+        if feed is None:
+            return self._now
+        i = feed.cursor.i
+        return int(feed.arrays["ts"][i]) + feed.tf_ns if i >= 0 else self._now
+
     def _mark(self, symbol: str) -> float:
         feed = self.feeds[symbol]
         i = feed.cursor.i
@@ -226,7 +255,20 @@ class Backtest:
 
     # ------------------------------------------------------------------ run
     def run(self) -> BacktestResult:
-        """Run the loop and return the result (tables, metrics, trade hash)."""
+        """Run the loop and return the result (tables, metrics, trade hash).
+
+        The cyclic garbage collector is paused during the run (the loop creates no cycles, and a
+        collection pass over millions of live values costs more than the loop itself).
+        """
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _run(self) -> BacktestResult:
         try:
             self.strategy.on_init()
         except Exception as exc:
@@ -250,7 +292,11 @@ class Backtest:
             raise self._failure("on_stop", ",".join(self.symbols), exc) from exc
         return self._result(ts, cash, equity)
 
-    def _loop_single(self, symbol: str, first: int) -> tuple[np.ndarray, list[float], list[float]]:
+    def _loop_single(self, symbol: str, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fast path for one symbol. Cash and the position change only when funding settles or an
+        order fills, so the loop snapshots them after those events and the equity curve is built
+        from the snapshots afterwards, vectorized: equity = cash + qty × (close − reference) × mult.
+        """
         feed = self.feeds[symbol]
         n = feed.n
         cur = feed.cursor
@@ -261,44 +307,57 @@ class Backtest:
         account = self.account
         settle = account.settle_funding
         pos = account.positions[symbol]
-        mult = pos.multiplier
-        T, O, H, L, C = feed.ts, feed.open, feed.high, feed.low, feed.close
-        tf = feed.tf_ns
+        arrays = feed.arrays
+        T, O, H, L, C = arrays["ts"], arrays["open"], arrays["high"], arrays["low"], arrays["close"]
         f_k, f_ts, f_rate, f_mark = self.funding[symbol]
         f_k = [*f_k, n]
         fi = int(np.searchsorted(np.asarray(f_k[:-1], dtype=np.int64), first, side="left")) if len(f_k) > 1 else 0
         fk = f_k[fi]
-        size = n - first
-        eq = [0.0] * size
-        cash_out = [0.0] * size
+        snap_k, snap_cash, snap_qty, snap_ref = [first], [account.cash], [pos.qty], [pos.ref]
         progress = self.settings.progress
+        size = n - first
         step = self.settings.progress_every if progress else size
+        self._clock_feed = feed
         cur.i = first - 1
         for chunk in range(first, n, step):
             for k in range(chunk, min(chunk + step, n)):
-                while k == fk:
-                    self._now = f_ts[fi]
-                    settle(symbol, f_rate[fi], f_mark[fi], f_ts[fi])
-                    fi += 1
-                    fk = f_k[fi]
+                if k == fk:
+                    self._clock_feed = None
+                    while k == fk:
+                        self._now = f_ts[fi]
+                        settle(symbol, f_rate[fi], f_mark[fi], f_ts[fi])
+                        fi += 1
+                        fk = f_k[fi]
+                    self._clock_feed = feed
+                    snap_k.append(k)
+                    snap_cash.append(account.cash)
+                    snap_qty.append(pos.qty)
+                    snap_ref.append(pos.ref)
                 if book:
-                    self._now = T[k]
-                    process(symbol, T[k], O[k], H[k], L[k], C[k], k)
+                    self._clock_feed = None
+                    self._now = t = int(T[k])
+                    process(symbol, t, float(O[k]), float(H[k]), float(L[k]), float(C[k]), k)
+                    self._clock_feed = feed
+                    snap_k.append(k)
+                    snap_cash.append(account.cash)
+                    snap_qty.append(pos.qty)
+                    snap_ref.append(pos.ref)
                 cur.i = k
-                self._now = T[k] + tf
                 try:
                     on_bar(bar)
                 except Exception as exc:
                     raise self._failure("on_bar", symbol, exc) from exc
-                q = pos.qty
-                c = account.cash
-                eq[k - first] = c + q * (C[k] - pos.ref) * mult if q else c
-                cash_out[k - first] = c
             if progress:
                 progress(min(chunk + step, n) - first, size)
-        return feed.arrays["ts"][first:], cash_out, eq
+        self._clock_feed = None
+        at = np.searchsorted(np.asarray(snap_k, dtype=np.int64), np.arange(first, n), side="right") - 1
+        cash = np.asarray(snap_cash)[at]
+        qty = np.asarray(snap_qty)[at]
+        ref = np.asarray(snap_ref)[at]
+        equity = cash + qty * (C[first:] - ref) * pos.multiplier
+        return T[first:], cash, equity
 
-    def _loop_multi(self, firsts: dict[str, int]) -> tuple[np.ndarray, list[float], list[float]]:
+    def _loop_multi(self, firsts: dict[str, int]) -> tuple[np.ndarray, Any, Any]:
         symbols = self.symbols
         feeds = [self.feeds[s] for s in symbols]
         # global timeline: every (symbol, bar) ordered by time, then by symbol order
@@ -390,22 +449,14 @@ class Backtest:
             gross += np.abs(held) * close * self.instruments[s].multiplier
         return gross
 
-    def _result(self, ts: np.ndarray, cash: list[float], equity: list[float]) -> BacktestResult:
+    def _result(self, ts: np.ndarray, cash: Any, equity: Any) -> BacktestResult:
         x = self.exchange
-        fills = pa.Table.from_pylist(
-            [
-                {
-                    "fill_id": f.fill_id, "order_id": f.order_id, "ts": f.ts, "symbol": f.symbol, "side": f.side,
-                    "qty": f.qty, "price": f.price, "fee": f.fee, "liquidity": f.liquidity,
-                    "realized_pnl": f.realized_pnl, "tag": f.tag,
-                }
-                for f in x.fills
-            ],
-            schema=FILLS_SCHEMA,
+        fills = _table(
+            FILLS_SCHEMA,
+            [(f.fill_id, f.order_id, f.ts, f.symbol, f.side, f.qty, f.price, f.fee, f.liquidity, f.realized_pnl, f.tag)
+             for f in x.fills],
         )
-        trades = pa.Table.from_pylist(
-            [dict(zip(TRADES_SCHEMA.names, row, strict=True)) for row in self.account.trades], schema=TRADES_SCHEMA
-        )
+        trades = _table(TRADES_SCHEMA, self.account.trades)
         cash_arr = np.asarray(cash, dtype=np.float64)
         eq_arr = np.asarray(equity, dtype=np.float64)
         gross = self._gross_exposure(ts, fills)
@@ -436,9 +487,7 @@ class Backtest:
             "instruments": {s: i.model_dump(mode="json") for s, i in self.instruments.items()},
             **self.settings.extra,
         }
-        funding = pa.Table.from_pylist(
-            [dict(zip(FUNDING_SCHEMA.names, r, strict=True)) for r in self.account.funding_rows], schema=FUNDING_SCHEMA
-        )
+        funding = _table(FUNDING_SCHEMA, self.account.funding_rows)
         return BacktestResult(
             strategy_type=self.strategy_cls.type,
             params=self.params.model_dump(mode="json"),

@@ -194,7 +194,10 @@ class Store(ABC):
         """Names of the tables in the store's schema, sorted (handy for checks and ``db status``)."""
         with self._lock:
             self._check_open()
-            return sorted(self._table_names())
+            try:
+                return sorted(self._table_names())
+            except Exception as exc:
+                raise StoreError(f"listing tables failed: {_describe(exc)}") from exc
 
     def _require_schema(self) -> None:
         if self._schema_ok:

@@ -240,7 +240,10 @@ def apply_migrations(conn: MigrationConnection, migrations_dir: str | Path | Non
     except Exception as exc:
         raise StoreError(f"cannot create the {MIGRATIONS_TABLE} table: {exc}") from exc
 
-    done = set(_applied(conn))
+    try:
+        done = set(_applied(conn))
+    except Exception as exc:
+        raise StoreError(f"cannot read {MIGRATIONS_TABLE}: {exc}") from exc
     applied_now: list[str] = []
     p = conn.placeholder
     for f in _unapplied(files, done):

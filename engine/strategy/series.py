@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 
 class Cursor:
@@ -69,30 +70,16 @@ class Bar:
 
     Attributes read at the cursor: ``ts`` (open time, ns UTC), ``open``, ``high``, ``low``,
     ``close`` (quote currency), ``volume`` (base units), ``index`` (bar number in the run).
-    A bar is complete when ``on_bar`` sees it.
+    A bar is complete when ``on_bar`` sees it. ``source`` is any object with list attributes
+    ``ts``, ``open``, ``high``, ``low``, ``close`` and ``volume`` (a feed).
     """
 
-    __slots__ = ("_c", "_close", "_high", "_low", "_open", "_ts", "_volume", "symbol")
+    __slots__ = ("_c", "_f", "symbol")
 
-    def __init__(
-        self,
-        symbol: str,
-        cursor: Cursor,
-        ts: Sequence[int],
-        open_: Sequence[float],
-        high: Sequence[float],
-        low: Sequence[float],
-        close: Sequence[float],
-        volume: Sequence[float],
-    ) -> None:
+    def __init__(self, symbol: str, cursor: Cursor, source: Any) -> None:
         self.symbol = symbol
         self._c = cursor
-        self._ts = ts
-        self._open = open_
-        self._high = high
-        self._low = low
-        self._close = close
-        self._volume = volume
+        self._f = source
 
     @property
     def index(self) -> int:
@@ -100,27 +87,27 @@ class Bar:
 
     @property
     def ts(self) -> int:
-        return self._ts[self._c.i]
+        return self._f.ts[self._c.i]  # type: ignore[no-any-return]
 
     @property
     def open(self) -> float:
-        return self._open[self._c.i]
+        return self._f.open[self._c.i]  # type: ignore[no-any-return]
 
     @property
     def high(self) -> float:
-        return self._high[self._c.i]
+        return self._f.high[self._c.i]  # type: ignore[no-any-return]
 
     @property
     def low(self) -> float:
-        return self._low[self._c.i]
+        return self._f.low[self._c.i]  # type: ignore[no-any-return]
 
     @property
     def close(self) -> float:
-        return self._close[self._c.i]
+        return self._f.close[self._c.i]  # type: ignore[no-any-return]
 
     @property
     def volume(self) -> float:
-        return self._volume[self._c.i]
+        return self._f.volume[self._c.i]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         if self._c.i < 0:
