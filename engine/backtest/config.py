@@ -123,6 +123,12 @@ class BacktestRequest(BaseModel):
         )
 
 
+def _symbols_in(path: Path) -> set[str]:
+    from engine.data import describe
+
+    return {str(row["symbol"]) for row in describe(path)}
+
+
 def run_request(
     request: BacktestRequest,
     registry: StrategyRegistry,
@@ -150,8 +156,15 @@ def run_request(
         if last is None or last < start_ns:
             raise ParameterError("start", f"{request.start} is after the last bar in {request.data}")
     symbols = list(dict.fromkeys(bars.column("symbol").to_pylist())) if request.symbols is None else request.symbols
-    funding = load_funding(request.funding, symbols=symbols, end_ns=request.end_ns) if request.funding else None
-    marks = load_marks(request.marks, symbols=symbols, end_ns=request.end_ns) if request.marks else None
+    # funding and mark files may cover fewer symbols than the bars: the others get no funding rows
+    # (and settle at the last close, when they have funding but no marks)
+    funding = marks = None
+    if request.funding:
+        covered = [s for s in symbols if s in _symbols_in(request.funding)]
+        funding = load_funding(request.funding, symbols=covered or None, end_ns=request.end_ns) if covered else None
+    if request.marks:
+        covered = [s for s in symbols if s in _symbols_in(request.marks)]
+        marks = load_marks(request.marks, symbols=covered, end_ns=request.end_ns) if covered else None
     arrays = split_bars(bars)
     settings = BacktestSettings(
         cash=request.cash,

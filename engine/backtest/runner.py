@@ -239,9 +239,8 @@ class Backtest:
             raise self._failure("on_order_filled", fill.symbol, exc) from exc
 
     def _failure(self, callback: str, symbol: str, exc: Exception) -> StrategyRuntimeError:
-        when = ""
-        if self._now:
-            when = " at " + str(np.datetime64(self._now, "ns")) + "Z"
+        now = self._clock()
+        when = " at " + str(np.datetime64(now, "ns")) + "Z" if now else ""
         return StrategyRuntimeError(
             f"strategy {self.strategy_cls.type!r} raised in {callback} ({symbol}{when}): {type(exc).__name__}: {exc}"
         )

@@ -17,6 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import ParameterError
+from engine.indicators.channels import Donchian, donchian
 from engine.indicators.momentum import ROC, RSI, StochRSI, roc, rsi, stochrsi, stochrsi_lookback
 from engine.indicators.moving import EMA, SMA, VolumeSMA, ema, sma, volume_sma
 from engine.indicators.trend import ADX, adx
@@ -166,6 +167,10 @@ INDICATORS: dict[str, IndicatorSpec] = {
         ),
         IndicatorSpec(
             "volume_sma", ("volume",), _VALUE, PeriodParams, volume_sma, VolumeSMA, lambda period: period - 1
+        ),
+        IndicatorSpec(
+            "donchian", ("high", "low"), ("upper", "lower"), PeriodParams, donchian, Donchian,
+            lambda period: period - 1,
         ),
     )
 }
