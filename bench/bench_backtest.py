@@ -54,8 +54,14 @@ def run_engine(bars: dict[str, dict[str, np.ndarray]], timeframe: str) -> tuple[
     cls = StrategyRegistry().discover().get("sma_crossover")
     instruments = {s: Instrument(symbol=s, taker_fee=0.001, maker_fee=0.001, lot_size=0.001) for s in bars}
     t0 = time.perf_counter()
-    bt = Backtest(cls, {"fast": 10, "slow": 30, "size_pct": 100}, bars, timeframe, instruments,
-                  BacktestSettings(cash=100_000.0))
+    bt = Backtest(
+        cls,
+        {"fast": 10, "slow": 30, "size_pct": 100},
+        bars,
+        timeframe,
+        instruments,
+        BacktestSettings(cash=100_000.0),
+    )
     result = bt.run()
     elapsed = time.perf_counter() - t0
     return elapsed, int(result.metrics["trades"]), float(result.metrics["final_equity"])
@@ -98,8 +104,14 @@ def measure(case: str, n: int, repeat: int) -> dict[str, float]:
     _, _, _, peak_mb = queue.get()
     proc.join()
     return {
-        "bars": count, "seconds": best, "bars_per_s": count / best, "baseline_bars_per_s": count / base,
-        "ratio_to_baseline": base / best, "peak_rss_mb": peak_mb, "trades": trades, "final_equity": equity,
+        "bars": count,
+        "seconds": best,
+        "bars_per_s": count / best,
+        "baseline_bars_per_s": count / base,
+        "ratio_to_baseline": base / best,
+        "peak_rss_mb": peak_mb,
+        "trades": trades,
+        "final_equity": equity,
     }
 
 
@@ -111,13 +123,17 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     cases = ["generated"] + ([] if args.skip_panel else ["panel"])
-    print(f"{'case':<10} {'bars':>10} {'seconds':>8} {'bars/s':>12} {'baseline/s':>12} {'engine/base':>11} "
-          f"{'peak MB':>8} {'trades':>7}")
+    print(
+        f"{'case':<10} {'bars':>10} {'seconds':>8} {'bars/s':>12} {'baseline/s':>12} {'engine/base':>11} "
+        f"{'peak MB':>8} {'trades':>7}"
+    )
     for case in cases:
         r = measure(case, args.bars, args.repeat)
-        print(f"{case:<10} {r['bars']:>10,} {r['seconds']:>8.3f} {r['bars_per_s']:>12,.0f} "
-              f"{r['baseline_bars_per_s']:>12,.0f} {r['ratio_to_baseline']:>11.3f} {r['peak_rss_mb']:>8.1f} "
-              f"{r['trades']:>7}")
+        print(
+            f"{case:<10} {r['bars']:>10,} {r['seconds']:>8.3f} {r['bars_per_s']:>12,.0f} "
+            f"{r['baseline_bars_per_s']:>12,.0f} {r['ratio_to_baseline']:>11.3f} {r['peak_rss_mb']:>8.1f} "
+            f"{r['trades']:>7}"
+        )
     return 0
 
 

@@ -77,8 +77,11 @@ def cmd_strategies_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for meta in catalog:
         table.add_row(
-            meta["type"], meta["display_name"], meta["version"],
-            ",".join(meta["compatibility"]["market_types"]), meta["description"],
+            meta["type"],
+            meta["display_name"],
+            meta["version"],
+            ",".join(meta["compatibility"]["market_types"]),
+            meta["description"],
         )
     Console().print(table)
     return 0
@@ -143,8 +146,13 @@ class _ProgressBar:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                TextColumn("backtest"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("bars"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
             self._task = self._progress.add_task("bars", total=total)
             self._progress.start()
@@ -231,7 +239,9 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tradectl", description="Actor-based trading engine: control and backtests.")
+    parser = argparse.ArgumentParser(
+        prog="tradectl", description="Actor-based trading engine: control and backtests."
+    )
     parser.add_argument("--strategies-dir", action="append", help="extra strategy plugin folder (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -16,7 +16,9 @@ class RsiReversionParams(StrategyParams):
     exit_level: float = Field(50.0, gt=0.0, lt=100.0, description="exit when RSI crosses back through this")
     size_pct: float = Field(100.0, gt=0.0, le=100.0, description="percent of available cash per entry")
     allow_short: bool = Field(False, description="also fade overbought readings (perpetuals)")
-    stop_loss_pct: float = Field(0.0, ge=0.0, lt=100.0, description="protective stop from the signal close, percent; 0 = none")
+    stop_loss_pct: float = Field(
+        0.0, ge=0.0, lt=100.0, description="protective stop from the signal close, percent; 0 = none"
+    )
 
     @model_validator(mode="after")
     def _ordered_levels(self) -> RsiReversionParams:

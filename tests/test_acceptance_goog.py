@@ -42,7 +42,15 @@ def independent_sma_crossover(fast: int, slow: int, fee: float, cash: float) -> 
 
 def run(**params: int) -> object:
     request = BacktestRequest.parse(
-        {"strategy_type": "sma_crossover", "data": GOOG, "symbols": ["GOOG"], "params": params, "cash": 100_000, "fee_bps": 10, "lot_size": 1}
+        {
+            "strategy_type": "sma_crossover",
+            "data": GOOG,
+            "symbols": ["GOOG"],
+            "params": params,
+            "cash": 100_000,
+            "fee_bps": 10,
+            "lot_size": 1,
+        }
     )
     return run_request(request, StrategyRegistry().discover())
 

@@ -412,7 +412,7 @@ def test_lookback_equals_leading_nan_count(name: str, params: dict[str, Any], pa
 
 
 def test_registry_contents() -> None:
-    names = "sma ema rsi atr bbands adx stochrsi roc bbwidth realized_vol volume_sma"
+    names = "sma ema rsi atr bbands adx stochrsi roc bbwidth realized_vol volume_sma donchian"
     assert set(INDICATORS) == set(names.split())
     assert get_indicator("bbands").outputs == ("upper", "middle", "lower")
     assert get_indicator("stochrsi").outputs == ("k", "d")

@@ -13,7 +13,12 @@ from engine.errors import ParameterError
 from engine.indicators.channels import Donchian, donchian
 from engine.indicators.registry import get_indicator
 
-PANEL = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_usdm_perp_1h_32sym_2025-05-01_2026-05-07.parquet"
+PANEL = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "binance_usdm_perp_1h_32sym_2025-05-01_2026-05-07.parquet"
+)
 
 
 @pytest.mark.parametrize("period", [2, 5, 20, 55])

@@ -25,20 +25,27 @@ HOUR = 3_600_000_000_000
 REGISTRY = StrategyRegistry().discover()
 
 
-def bars_from_closes(closes: list[float], start: int = 1_700_000_000 * 10**9, step: int = HOUR) -> dict[str, Any]:
+def bars_from_closes(
+    closes: list[float], start: int = 1_700_000_000 * 10**9, step: int = HOUR
+) -> dict[str, Any]:
     """Bars whose open is the previous close and whose range is ±0.5 around the body."""
     c = np.asarray(closes, dtype=np.float64)
     o = np.concatenate(([c[0]], c[:-1]))
     return {
         "X": {
             "ts": start + np.arange(len(c), dtype=np.int64) * step,
-            "open": o, "high": np.maximum(o, c) + 0.5, "low": np.minimum(o, c) - 0.5, "close": c,
+            "open": o,
+            "high": np.maximum(o, c) + 0.5,
+            "low": np.minimum(o, c) - 0.5,
+            "close": c,
             "volume": np.ones(len(c)),
         }
     }
 
 
-def run_bars(strategy: str, params: dict[str, Any], bars: dict[str, Any], kind: str = "spot", **settings: Any) -> Any:
+def run_bars(
+    strategy: str, params: dict[str, Any], bars: dict[str, Any], kind: str = "spot", **settings: Any
+) -> Any:
     inst = {s: Instrument(symbol=s, kind=kind, leverage=1) for s in bars}  # type: ignore[arg-type]
     bt = Backtest(REGISTRY.get(strategy), params, bars, "1h", inst, BacktestSettings(**settings))
     result = bt.run()
@@ -49,7 +56,9 @@ def run_bars(strategy: str, params: dict[str, Any], bars: dict[str, Any], kind: 
 
 def fills(result: Any) -> list[tuple[int, float]]:
     """(side, price) per fill."""
-    return list(zip(result.fills.column("side").to_pylist(), result.fills.column("price").to_pylist(), strict=True))
+    return list(
+        zip(result.fills.column("side").to_pylist(), result.fills.column("price").to_pylist(), strict=True)
+    )
 
 
 def test_sma_crossover_rules_on_hand_built_bars() -> None:
@@ -78,8 +87,11 @@ def test_rsi_reversion_entry_and_exit() -> None:
         elif holding and rsi[i] > 50:
             expected.append((-1, float(closes[i])))
             holding = False
-    result = run_bars("rsi_reversion", {"period": 2, "oversold": 30, "exit_level": 50, "overbought": 70},
-                      bars_from_closes([float(c) for c in closes]))
+    result = run_bars(
+        "rsi_reversion",
+        {"period": 2, "oversold": 30, "exit_level": 50, "overbought": 70},
+        bars_from_closes([float(c) for c in closes]),
+    )
     assert len(expected) >= 4
     assert fills(result) == expected
 
@@ -87,21 +99,31 @@ def test_rsi_reversion_entry_and_exit() -> None:
 def test_breakout_entry_stop_and_channel_exit() -> None:
     # entry 3 / exit 2: flat 10s then a close of 12 breaks the prior 3-bar high (10.5) → buy next open
     closes = [10, 10, 10, 10, 12, 13, 14, 13, 11, 10, 10]
-    result = run_bars("breakout", {"entry_period": 3, "exit_period": 2, "atr_period": 2, "atr_stop": 0},
-                      bars_from_closes(closes))
+    result = run_bars(
+        "breakout",
+        {"entry_period": 3, "exit_period": 2, "atr_period": 2, "atr_stop": 0},
+        bars_from_closes(closes),
+    )
     sides = [s for s, _ in fills(result)]
     assert sides == [1, -1]
     assert fills(result)[0][1] == 12.0
     # with a tight ATR stop the bracket stop fills instead of the channel exit
-    tight = run_bars("breakout", {"entry_period": 3, "exit_period": 2, "atr_period": 2, "atr_stop": 0.5},
-                     bars_from_closes(closes))
+    tight = run_bars(
+        "breakout",
+        {"entry_period": 3, "exit_period": 2, "atr_period": 2, "atr_stop": 0.5},
+        bars_from_closes(closes),
+    )
     assert [f.split(":")[-1] for f in tight.fills.column("tag").to_pylist()] == ["entry", "sl"]
 
 
 def test_crossover_short_side_on_perpetual() -> None:
     closes = [10, 10, 10, 10, 12, 14, 14, 12, 8, 6, 6, 6, 8, 12, 14]
-    result = run_bars("ema_crossover", {"fast": 2, "slow": 4, "allow_short": True, "size_pct": 50},
-                      bars_from_closes(closes), kind="perpetual")
+    result = run_bars(
+        "ema_crossover",
+        {"fast": 2, "slow": 4, "allow_short": True, "size_pct": 50},
+        bars_from_closes(closes),
+        kind="perpetual",
+    )
     sides = [s for s, _ in fills(result)]
     assert sides[:3] == [1, -1, -1]  # long, close on the cross down, then the short entry
     assert -1 in result.trades.column("side").to_pylist()
@@ -110,16 +132,28 @@ def test_crossover_short_side_on_perpetual() -> None:
 @pytest.mark.parametrize("strategy", ["sma_crossover", "ema_crossover", "rsi_reversion", "breakout"])
 def test_shipped_plugins_trade_real_perpetual_data(strategy: str) -> None:
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-    request = BacktestRequest.parse({
-        "strategy_type": strategy, "data": PANEL, "symbols": symbols, "funding": FUNDING, "marks": MARKS,
-        "params": {"allow_short": True, "size_pct": 30}, "fee_bps": 4, "slippage_bps": 1, "lot_size": 0.001,
-        "start": "2025-06-01", "end": "2026-01-01",
-    })
+    request = BacktestRequest.parse(
+        {
+            "strategy_type": strategy,
+            "data": PANEL,
+            "symbols": symbols,
+            "funding": FUNDING,
+            "marks": MARKS,
+            "params": {"allow_short": True, "size_pct": 30},
+            "fee_bps": 4,
+            "slippage_bps": 1,
+            "lot_size": 0.001,
+            "start": "2025-06-01",
+            "end": "2026-01-01",
+        }
+    )
     result = run_request(request, REGISTRY)
     assert result.metrics["trades"] >= 5
     assert result.metrics["fees_paid"] > 0
     assert result.funding is not None and result.funding.num_rows > 0
-    assert result.equity.column("ts").cast(pa.int64())[0].as_py() >= np.datetime64("2025-06-01", "ns").astype(np.int64)
+    assert result.equity.column("ts").cast(pa.int64())[0].as_py() >= np.datetime64("2025-06-01", "ns").astype(
+        np.int64
+    )
     from engine.data import load_bars
 
     table = load_bars(PANEL, symbols=symbols)
@@ -133,17 +167,26 @@ def test_shipped_plugins_trade_real_perpetual_data(strategy: str) -> None:
 
 
 def test_funding_settles_only_while_a_position_is_open() -> None:
-    request = BacktestRequest.parse({
-        "strategy_type": "sma_crossover", "data": PANEL, "symbols": ["BTCUSDT"], "funding": FUNDING,
-        "params": {"fast": 24, "slow": 120}, "fee_bps": 4, "lot_size": 0.001,
-    })
+    request = BacktestRequest.parse(
+        {
+            "strategy_type": "sma_crossover",
+            "data": PANEL,
+            "symbols": ["BTCUSDT"],
+            "funding": FUNDING,
+            "params": {"fast": 24, "slow": 120},
+            "fee_bps": 4,
+            "lot_size": 0.001,
+        }
+    )
     result = run_request(request, REGISTRY)
     funding = result.funding.to_pydict()
     assert all(q != 0 for q in funding["qty"])
     # the mark price falls back to the last close before the funding time (no mark file given)
     eq_ts = result.equity.column("ts").cast(pa.int64()).to_numpy()
     assert len(funding["ts"]) > 50 and eq_ts[0] < funding["ts"][0].value
-    total = sum(-q * m * r for q, m, r in zip(funding["qty"], funding["mark_price"], funding["rate"], strict=True))
+    total = sum(
+        -q * m * r for q, m, r in zip(funding["qty"], funding["mark_price"], funding["rate"], strict=True)
+    )
     assert result.metrics["funding_paid"] == pytest.approx(-total, abs=1e-9)
 
 
@@ -152,7 +195,7 @@ def write_plugin(folder: Path, name: str, body: str) -> None:
     (folder / f"{name}.py").write_text(body)
 
 
-MTF_PLUGIN = '''
+MTF_PLUGIN = """
 from engine.strategy import Bar, Strategy, StrategyParams
 
 class Probe(Strategy):
@@ -169,7 +212,7 @@ class Probe(Strategy):
 
     def on_bar(self, bar: Bar):
         type(self).seen.append((bar.ts, self.close4h.value, self.sma4h.value))
-'''
+"""
 
 
 def test_higher_timeframe_values_are_those_of_closed_bars(tmp_path: Path) -> None:
@@ -194,7 +237,10 @@ def test_higher_timeframe_values_are_those_of_closed_bars(tmp_path: Path) -> Non
 
 
 def test_strategy_exception_names_callback_and_time(tmp_path: Path) -> None:
-    write_plugin(tmp_path, "boom", '''
+    write_plugin(
+        tmp_path,
+        "boom",
+        """
 from engine.strategy import Strategy
 
 class Boom(Strategy):
@@ -207,14 +253,18 @@ class Boom(Strategy):
     def on_bar(self, bar):
         if bar.index == 2:
             raise ValueError("bad state")
-''')
+""",
+    )
     cls = StrategyRegistry([tmp_path]).discover().get("boom")
     with pytest.raises(StrategyRuntimeError, match=r"boom.*on_bar \(X at .*ValueError: bad state"):
         Backtest(cls, {}, bars_from_closes([1.0, 2.0, 3.0, 4.0]), "1h", {"X": Instrument(symbol="X")}).run()
 
 
 def test_incompatible_market_is_rejected(tmp_path: Path) -> None:
-    write_plugin(tmp_path, "perp_only", '''
+    write_plugin(
+        tmp_path,
+        "perp_only",
+        """
 from engine.strategy import Compatibility, Strategy
 
 class PerpOnly(Strategy):
@@ -227,7 +277,8 @@ class PerpOnly(Strategy):
 
     def on_bar(self, bar):
         pass
-''')
+""",
+    )
     cls = StrategyRegistry([tmp_path]).discover().get("perp_only")
     with pytest.raises(ParameterError, match="market"):
         Backtest(cls, {}, bars_from_closes([1.0, 2.0]), "1h", {"X": Instrument(symbol="X")})

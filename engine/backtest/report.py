@@ -18,7 +18,12 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    tables = {"trades": result.trades, "fills": result.fills, "equity": result.equity, "funding": result.funding}
+    tables = {
+        "trades": result.trades,
+        "fills": result.fills,
+        "equity": result.equity,
+        "funding": result.funding,
+    }
     for name, table in tables.items():
         if table is None:
             continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.backtest.metrics import compute_metrics
-from engine.backtest.result import EQUITY_SCHEMA, FILLS_SCHEMA, FUNDING_SCHEMA, TRADES_SCHEMA, TS, BacktestResult
+from engine.backtest.result import (
+    EQUITY_SCHEMA,
+    FILLS_SCHEMA,
+    FUNDING_SCHEMA,
+    TRADES_SCHEMA,
+    TS,
+    BacktestResult,
+)
 from engine.errors import ParameterError, StrategyRuntimeError
 from engine.execution.account import Account
 from engine.execution.paper import PaperExchange
@@ -41,6 +49,7 @@ from engine.strategy.services import StrategyServices
 
 #: per-symbol funding events: bar index at whose start it settles, funding time, rate, mark price
 Funding = tuple[list[int], list[int], list[float], list[float]]
+
 
 @dataclass
 class BacktestSettings:
@@ -79,9 +88,12 @@ def split_bars(bars: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     change = np.flatnonzero(np.diff(codes)) + 1
     bounds = [0, *change.tolist(), len(codes)]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         name = names[codes[a]]
-        out[name] = {"ts": np.ascontiguousarray(ts[a:b]), **{f: np.ascontiguousarray(v[a:b]) for f, v in cols.items()}}
+        out[name] = {
+            "ts": np.ascontiguousarray(ts[a:b]),
+            **{f: np.ascontiguousarray(v[a:b]) for f, v in cols.items()},
+        }
     return out
 
 
@@ -130,7 +142,7 @@ def trade_hash(fills: pa.Table) -> str:
     price = fills.column("price").to_numpy().tolist()
     fee = fills.column("fee").to_numpy().tolist()
     for row in zip(ts, symbol, side, qty, price, fee, strict=True):
-        h.update(("%d|%s|%d|%r|%r|%r\n" % row).encode())
+        h.update("{}|{}|{}|{!r}|{!r}|{!r}\n".format(*row).encode())
     return h.hexdigest()
 
 
@@ -183,12 +195,14 @@ class Backtest:
         compat = strategy_cls.compatibility
         if compat.timeframes and timeframe not in compat.timeframes:
             raise ParameterError(
-                "timeframe", f"strategy {strategy_cls.type!r} supports {', '.join(compat.timeframes)}, not {timeframe!r}"
+                "timeframe",
+                f"strategy {strategy_cls.type!r} supports {', '.join(compat.timeframes)}, not {timeframe!r}",
             )
         for inst in instruments.values():
             if inst.kind not in compat.market_types:
                 raise ParameterError(
-                    "market", f"strategy {strategy_cls.type!r} supports {', '.join(compat.market_types)}, not {inst.kind!r}"
+                    "market",
+                    f"strategy {strategy_cls.type!r} supports {', '.join(compat.market_types)}, not {inst.kind!r}",
                 )
         self.symbols = list(bars)
         self.instruments = {s: instruments[s] for s in self.symbols}
@@ -247,7 +261,9 @@ class Backtest:
 
     def _first_active(self, symbol: str) -> int:
         feed = self.feeds[symbol]
-        first = max(self.settings.warmup, self.strategy_cls.warmup_bars, self.market_data.warmup_index(symbol))
+        first = max(
+            self.settings.warmup, self.strategy_cls.warmup_bars, self.market_data.warmup_index(symbol)
+        )
         if self.settings.start_ns is not None:
             first = max(first, int(np.searchsorted(feed.arrays["ts"], self.settings.start_ns, side="left")))
         return first
@@ -275,8 +291,9 @@ class Backtest:
         firsts = {s: self._first_active(s) for s in self.symbols}
         if all(firsts[s] >= self.feeds[s].n for s in self.symbols):
             raise ParameterError(
-                "data", "not enough bars: the warm-up or --start leaves no bar to trade "
-                f"(bars per symbol: {min(f.n for f in self.feeds.values())})"
+                "data",
+                "not enough bars: the warm-up or --start leaves no bar to trade "
+                f"(bars per symbol: {min(f.n for f in self.feeds.values())})",
             )
         try:
             if len(self.symbols) == 1:
@@ -307,10 +324,14 @@ class Backtest:
         settle = account.settle_funding
         pos = account.positions[symbol]
         arrays = feed.arrays
-        T, O, H, L, C = arrays["ts"], arrays["open"], arrays["high"], arrays["low"], arrays["close"]
+        T, OPEN, H, L, C = arrays["ts"], arrays["open"], arrays["high"], arrays["low"], arrays["close"]
         f_k, f_ts, f_rate, f_mark = self.funding[symbol]
         f_k = [*f_k, n]
-        fi = int(np.searchsorted(np.asarray(f_k[:-1], dtype=np.int64), first, side="left")) if len(f_k) > 1 else 0
+        fi = (
+            int(np.searchsorted(np.asarray(f_k[:-1], dtype=np.int64), first, side="left"))
+            if len(f_k) > 1
+            else 0
+        )
         fk = f_k[fi]
         snap_k, snap_cash, snap_qty, snap_ref = [first], [account.cash], [pos.qty], [pos.ref]
         progress = self.settings.progress
@@ -335,7 +356,7 @@ class Backtest:
                 if book:
                     self._clock_feed = None
                     self._now = t = int(T[k])
-                    process(symbol, t, float(O[k]), float(H[k]), float(L[k]), float(C[k]), k)
+                    process(symbol, t, float(OPEN[k]), float(H[k]), float(L[k]), float(C[k]), k)
                     self._clock_feed = feed
                     snap_k.append(k)
                     snap_cash.append(account.cash)
@@ -365,7 +386,9 @@ class Backtest:
         bar_idx = np.concatenate([np.arange(f.n, dtype=np.int64) for f in feeds])
         order = np.lexsort((sym_idx, all_ts))
         all_ts, sym_idx, bar_idx = all_ts[order], sym_idx[order], bar_idx[order]
-        start_ts = min(f.arrays["ts"][firsts[s]] for s, f in zip(symbols, feeds, strict=True) if firsts[s] < f.n)
+        start_ts = min(
+            f.arrays["ts"][firsts[s]] for s, f in zip(symbols, feeds, strict=True) if firsts[s] < f.n
+        )
         begin = int(np.searchsorted(all_ts, start_ts, side="left"))
         group_end = np.ones(len(all_ts), dtype=bool)
         group_end[:-1] = all_ts[1:] != all_ts[:-1]
@@ -383,8 +406,22 @@ class Backtest:
             fund: dict[int, list[tuple[int, float, float]]] = {}
             for k, t, r, m in zip(f_k, f_ts, f_rate, f_mark, strict=True):
                 fund.setdefault(k, []).append((t, r, m))
-            ctx.append((s, f.cursor, f.bar, self.exchange.book[s], f.ts, f.open, f.high, f.low, f.close,
-                        firsts[s], fund, f.tf_ns))
+            ctx.append(
+                (
+                    s,
+                    f.cursor,
+                    f.bar,
+                    self.exchange.book[s],
+                    f.ts,
+                    f.open,
+                    f.high,
+                    f.low,
+                    f.close,
+                    firsts[s],
+                    fund,
+                    f.tf_ns,
+                )
+            )
         closes = {s: f.close for s, f in zip(symbols, feeds, strict=True)}
         cursors = {s: f.cursor for s, f in zip(symbols, feeds, strict=True)}
         settle = account.settle_funding
@@ -397,7 +434,7 @@ class Backtest:
         row = 0
         for chunk in range(begin, len(S), step):
             for e in range(chunk, min(chunk + step, len(S))):
-                sym, cur, bar, book, T, O, H, L, C, first, fund, tf = ctx[S[e]]
+                sym, cur, bar, book, T, OPEN, H, L, C, first, fund, tf = ctx[S[e]]
                 k = K[e]
                 if fund and k in fund:
                     for t, r, m in fund[k]:
@@ -405,7 +442,7 @@ class Backtest:
                         settle(sym, r, m, t)
                 if book:
                     self._now = T[k]
-                    process(sym, T[k], O[k], H[k], L[k], C[k], k)
+                    process(sym, T[k], OPEN[k], H[k], L[k], C[k], k)
                 cur.i = k
                 if k >= first:
                     self._now = T[k] + tf
@@ -452,8 +489,22 @@ class Backtest:
         x = self.exchange
         fills = _table(
             FILLS_SCHEMA,
-            [(f.fill_id, f.order_id, f.ts, f.symbol, f.side, f.qty, f.price, f.fee, f.liquidity, f.realized_pnl, f.tag)
-             for f in x.fills],
+            [
+                (
+                    f.fill_id,
+                    f.order_id,
+                    f.ts,
+                    f.symbol,
+                    f.side,
+                    f.qty,
+                    f.price,
+                    f.fee,
+                    f.liquidity,
+                    f.realized_pnl,
+                    f.tag,
+                )
+                for f in x.fills
+            ],
         )
         trades = _table(TRADES_SCHEMA, self.account.trades)
         cash_arr = np.asarray(cash, dtype=np.float64)

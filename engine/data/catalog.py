@@ -94,8 +94,14 @@ def load_bars(
         ParameterError: ``end_ns <= start_ns``, or both ``symbol`` and ``symbols`` for a long-format file.
     """
     name, t, has_exchange, time_col = _select(
-        path, {c: (c,) for c in (*PRICE_COLUMNS, "volume")}, TIME_COLUMNS,
-        symbols=symbols, start_ns=start_ns, end_ns=end_ns, symbol=symbol, exchange=exchange,
+        path,
+        {c: (c,) for c in (*PRICE_COLUMNS, "volume")},
+        TIME_COLUMNS,
+        symbols=symbols,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=symbol,
+        exchange=exchange,
     )
     _check_prices(name, t)
     _check_volume(name, t)
@@ -126,8 +132,14 @@ def load_marks(
         ParameterError: as :func:`load_bars`.
     """
     name, t, has_exchange, time_col = _select(
-        path, {c: (c,) for c in PRICE_COLUMNS}, TIME_COLUMNS,
-        symbols=symbols, start_ns=start_ns, end_ns=end_ns, symbol=symbol, exchange=exchange,
+        path,
+        {c: (c,) for c in PRICE_COLUMNS},
+        TIME_COLUMNS,
+        symbols=symbols,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=symbol,
+        exchange=exchange,
     )
     _check_prices(name, t)
     order = _check_order(name, t, time_col, hint=_exchange_hint(has_exchange, exchange))
@@ -168,8 +180,14 @@ def load_funding(
         ParameterError: ``end_ns <= start_ns``.
     """
     name, t, has_exchange, _ = _select(
-        path, {"rate": RATE_COLUMNS}, FUNDING_TIME_COLUMNS,
-        symbols=symbols, start_ns=start_ns, end_ns=end_ns, symbol=None, exchange=exchange,
+        path,
+        {"rate": RATE_COLUMNS},
+        FUNDING_TIME_COLUMNS,
+        symbols=symbols,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=None,
+        exchange=exchange,
     )
     bad = pc.or_(pc.is_null(t["rate"], nan_is_null=True), pc.fill_null(pc.is_inf(t["rate"]), False))
     _raise_first(name, "rate", t, bad, "NaN, null or infinite funding rate", "rate must be finite")
@@ -185,7 +203,8 @@ def load_funding(
         k = int(np.argmin(later))
         first, second = int(earlier[k]), int(later[k])
         raise DataError(
-            name, "rate",
+            name,
+            "rate",
             f"two different rates {float(rates[:-1][conflict][k])!r} and {float(rates[1:][conflict][k])!r} "
             f"{_where(t, second)} (first at data row {_row(t, first)}) "
             f"(rule: one rate per symbol and time){_exchange_hint(has_exchange, exchange)}",
@@ -212,15 +231,20 @@ def describe(path: PathLike) -> list[dict[str, object]]:
     raw = src.read([c for c in (time_col, sym_col) if c is not None], strings=[sym_col])
     ts = to_epoch_ns(raw[time_col], file=src.name, column="ts", source=time_col)
     sym = _symbol_column(src, raw, sym_col, Path(path).stem)
-    grouped = pa.table({"symbol": sym, "ts": ts}).group_by("symbol").aggregate(
-        [("ts", "min"), ("ts", "max"), ("ts", "count")]
+    grouped = (
+        pa.table({"symbol": sym, "ts": ts})
+        .group_by("symbol")
+        .aggregate([("ts", "min"), ("ts", "max"), ("ts", "count")])
     )
     grouped = grouped.sort_by("symbol")
     return [
         {"symbol": s, "first_ts_ns": lo, "last_ts_ns": hi, "rows": n}
         for s, lo, hi, n in zip(
-            grouped["symbol"].to_pylist(), grouped["ts_min"].to_pylist(), grouped["ts_max"].to_pylist(),
-            grouped["ts_count"].to_pylist(), strict=True,
+            grouped["symbol"].to_pylist(),
+            grouped["ts_min"].to_pylist(),
+            grouped["ts_max"].to_pylist(),
+            grouped["ts_count"].to_pylist(),
+            strict=True,
         )
     ]
 
@@ -273,13 +297,18 @@ class _Source:
             columns = tuple(header)
             fmt = "csv"
         else:
-            raise DataError(name, None, f"unknown file format {suffix or '(no extension)'!r} "
-                                        "(rule: .parquet or .csv)")
+            raise DataError(
+                name, None, f"unknown file format {suffix or '(no extension)'!r} (rule: .parquet or .csv)"
+            )
         lowered: dict[str, str] = {}
         for c in columns:
             if c.lower() in lowered:
-                raise DataError(name, c, f"columns {lowered[c.lower()]!r} and {c!r} differ only in case "
-                                         "(rule: column names are case-insensitive and must be unique)")
+                raise DataError(
+                    name,
+                    c,
+                    f"columns {lowered[c.lower()]!r} and {c!r} differ only in case "
+                    "(rule: column names are case-insensitive and must be unique)",
+                )
             lowered[c.lower()] = c
         return cls(p, name, fmt, columns, index)
 
@@ -302,9 +331,13 @@ class _Source:
         for c in self.columns:
             if c.strip().lower() in _UNNAMED:
                 return c
-        raise DataError(self.name, "ts", f"missing time column: expected one of {list(names)} or an "
-                                         f"unnamed index column; file has {list(self.columns)} "
-                                         "(rule: required column)")
+        raise DataError(
+            self.name,
+            "ts",
+            f"missing time column: expected one of {list(names)} or an "
+            f"unnamed index column; file has {list(self.columns)} "
+            "(rule: required column)",
+        )
 
     def read(self, columns: list[str], strings: list[str | None]) -> pa.Table:
         """Read ``columns``; those in ``strings`` are read as text."""
@@ -354,20 +387,30 @@ def _select(
         col = src.find(*names)
         if col is None:
             expected = " or ".join(map(repr, names))
-            raise DataError(src.name, canon, f"missing required column (expected {expected}; "
-                                             f"file has {list(src.columns)}) (rule: required column)")
+            raise DataError(
+                src.name,
+                canon,
+                f"missing required column (expected {expected}; "
+                f"file has {list(src.columns)}) (rule: required column)",
+            )
         found[canon] = col
     if exchange is not None and exch_col is None:
-        raise DataError(src.name, "exchange", "exchange filter given but the file has no exchange column "
-                                              "(rule: required column for exchange=)")
+        raise DataError(
+            src.name,
+            "exchange",
+            "exchange filter given but the file has no exchange column (rule: required column for exchange=)",
+        )
 
     if sym_col is not None and symbol is not None:
         if wanted is not None:
             raise ParameterError("symbol", "give either symbol or symbols for a file with a symbol column")
         wanted = [symbol]
     if sym_col is None:
-        default = symbol if symbol is not None else (wanted[0] if wanted is not None and len(wanted) == 1
-                                                     else src.path.stem)
+        default = (
+            symbol
+            if symbol is not None
+            else (wanted[0] if wanted is not None and len(wanted) == 1 else src.path.stem)
+        )
     else:
         default = src.path.stem
 
@@ -383,18 +426,26 @@ def _select(
         exch = raw[exch_col].combine_chunks()
         available = pc.unique(exch.drop_null()).to_pylist()
         if exchange not in available:
-            raise DataError(src.name, "exchange", f"unknown exchange {exchange!r}; the file has "
-                                                  f"{sorted(available)} (rule: requested exchange must be "
-                                                  "in the file)")
+            raise DataError(
+                src.name,
+                "exchange",
+                f"unknown exchange {exchange!r}; the file has "
+                f"{sorted(available)} (rule: requested exchange must be "
+                "in the file)",
+            )
         masks.append(pc.fill_null(pc.equal(exch, exchange), False))
     if wanted is not None:
         pool = sym.filter(masks[0]) if masks else sym
         present = set(pc.unique(pool).to_pylist())
         missing = sorted(set(wanted) - present)
         if missing:
-            raise DataError(src.name, "symbol", f"unknown symbol(s) {missing}; the file has "
-                                                f"{sorted(present)} (rule: requested symbols must be in the "
-                                                "file)")
+            raise DataError(
+                src.name,
+                "symbol",
+                f"unknown symbol(s) {missing}; the file has "
+                f"{sorted(present)} (rule: requested symbols must be in the "
+                "file)",
+            )
         masks.append(pc.is_in(sym, value_set=pa.array(sorted(set(wanted)), pa.string())))
     if start_ns is not None:
         masks.append(pc.greater_equal(ts, pa.scalar(int(start_ns), pa.int64())))
@@ -411,8 +462,9 @@ def _select(
             mask = pc.and_(mask, m)
         table = table.filter(mask)
     for canon in found:
-        table = table.set_column(table.schema.get_field_index(canon), canon,
-                                 _as_float(src.name, canon, found[canon], table[canon]))
+        table = table.set_column(
+            table.schema.get_field_index(canon), canon, _as_float(src.name, canon, found[canon], table[canon])
+        )
     return src.name, table.combine_chunks(), exch_col is not None, time_col
 
 
@@ -441,8 +493,9 @@ def _as_float(name: str, canon: str, source: str, values: pa.ChunkedArray) -> pa
     try:
         return pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise DataError(name, canon, f"column '{source}' is not numeric ({values.type}): {exc} "
-                                     "(rule: numeric values)") from exc
+        raise DataError(
+            name, canon, f"column '{source}' is not numeric ({values.type}): {exc} (rule: numeric values)"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -454,8 +507,16 @@ def _check_prices(name: str, t: pa.Table) -> None:
         _raise_first(name, c, t, pc.is_null(x, nan_is_null=True), "NaN or null price", _PRICE_RULE)
         bad = pc.or_(pc.is_inf(x), pc.less_equal(x, 0.0))
         _raise_first(name, c, t, bad, "non-positive or infinite price", _PRICE_RULE, value_of=c)
-    _raise_first(name, "high", t, pc.less(t["high"], t["low"]), "high below low", "high >= low",
-                 value_of="high", other="low")
+    _raise_first(
+        name,
+        "high",
+        t,
+        pc.less(t["high"], t["low"]),
+        "high below low",
+        "high >= low",
+        value_of="high",
+        other="low",
+    )
 
 
 def _check_volume(name: str, t: pa.Table) -> None:
@@ -475,9 +536,13 @@ def _check_order(name: str, t: pa.Table, source: str, hint: str = "") -> pa.Arra
         later = order[1:][dup]
         k = int(np.argmin(later))
         first = int(order[:-1][dup][k])
-        raise DataError(name, "ts", f"duplicate timestamp{read_from} {_where(t, int(later[k]))} "
-                                    f"(first at data row {_row(t, first)}) "
-                                    f"(rule: sorted and unique per symbol){hint}")
+        raise DataError(
+            name,
+            "ts",
+            f"duplicate timestamp{read_from} {_where(t, int(later[k]))} "
+            f"(first at data row {_row(t, first)}) "
+            f"(rule: sorted and unique per symbol){hint}",
+        )
     by_symbol = np.argsort(codes, kind="stable")  # file order within each symbol
     ts = t["ts"].to_numpy()[by_symbol]
     same = codes[by_symbol][1:] == codes[by_symbol][:-1]
@@ -487,10 +552,14 @@ def _check_order(name: str, t: pa.Table, source: str, hint: str = "") -> pa.Arra
         k = int(np.argmin(later))
         previous = int(by_symbol[:-1][bad][k])
         before = _iso(int(t["ts"][previous].as_py()))
-        raise DataError(name, "ts", f"timestamps{read_from} not strictly increasing "
-                                    f"{_where(t, int(later[k]))} "
-                                    f"(previous row of this symbol: {before}, data row {_row(t, previous)}) "
-                                    "(rule: sorted and unique per symbol)")
+        raise DataError(
+            name,
+            "ts",
+            f"timestamps{read_from} not strictly increasing "
+            f"{_where(t, int(later[k]))} "
+            f"(previous row of this symbol: {before}, data row {_row(t, previous)}) "
+            "(rule: sorted and unique per symbol)",
+        )
     return pa.array(order)
 
 
@@ -519,8 +588,14 @@ def _adjacent_same_key(t: pa.Table, order: np.ndarray, codes: np.ndarray) -> np.
 
 
 def _raise_first(
-    name: str, column: str, t: pa.Table, mask: pa.Array | pa.ChunkedArray, what: str, rule: str,
-    value_of: str | None = None, other: str | None = None,
+    name: str,
+    column: str,
+    t: pa.Table,
+    mask: pa.Array | pa.ChunkedArray,
+    what: str,
+    rule: str,
+    value_of: str | None = None,
+    other: str | None = None,
 ) -> None:
     """Raise a DataError for the first row (in file order) where ``mask`` is true."""
     i = pc.index(pc.fill_null(mask, False), True).as_py()

@@ -82,11 +82,13 @@ def resample(table: pa.Table, timeframe: str) -> pa.Table:
             f"{timeframe} ({tf} ns) must be a whole multiple of the source spacing ({spacing} ns), "
             "not smaller",
         )
-    bars = pa.table({
-        "symbol": symbols,
-        "ts": ts,
-        **{c: pc.cast(table[c], pa.float64()) for c in ("open", "high", "low", "close", "volume")},
-    })
+    bars = pa.table(
+        {
+            "symbol": symbols,
+            "ts": ts,
+            **{c: pc.cast(table[c], pa.float64()) for c in ("open", "high", "low", "close", "volume")},
+        }
+    )
     offset = WEEK_OFFSET_NS if tf % WEEK_NS == 0 else 0
     con = duckdb.connect()
     try:

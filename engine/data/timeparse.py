@@ -76,8 +76,11 @@ def to_epoch_ns(values: pa.Array | pa.ChunkedArray, *, file: str, column: str, s
         raise DataError(file, column, f"{where} cannot be converted to ns UTC: {exc}") from exc
     if out.null_count:
         row = pc.index(pc.is_null(out), True).as_py()
-        raise DataError(file, column, f"{where} has a null or unparseable value at data row {row} "
-                                      "(rule: every row needs a timestamp)")
+        raise DataError(
+            file,
+            column,
+            f"{where} has a null or unparseable value at data row {row} (rule: every row needs a timestamp)",
+        )
     return out
 
 
@@ -100,8 +103,11 @@ def _convert(arr: pa.Array, *, file: str, column: str, where: str) -> pa.Array:
         return pc.cast(scaled, pa.int64())
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return _parse_text(pc.cast(arr, pa.string()), file=file, column=column, where=where)
-    raise DataError(file, column, f"{where} has unsupported type {typ} "
-                                  "(rule: timestamp, date, epoch integer/float or ISO text)")
+    raise DataError(
+        file,
+        column,
+        f"{where} has unsupported type {typ} (rule: timestamp, date, epoch integer/float or ISO text)",
+    )
 
 
 def _max_abs(arr: pa.Array) -> int:
@@ -134,5 +140,8 @@ def _parse_text(text: pa.Array, *, file: str, column: str, where: str) -> pa.Arr
     bad = pc.fill_null(pc.invert(ok), False)
     row = pc.index(bad, True).as_py()
     what = f"{text[row].as_py()!r} at data row {row}" if row >= 0 else "a date or time out of range"
-    raise DataError(file, column, f"{where} holds text that is not a recognised time ({what}) "
-                                  "(rule: ISO 8601 or YYYYMMDD HH:MM:SS)")
+    raise DataError(
+        file,
+        column,
+        f"{where} holds text that is not a recognised time ({what}) (rule: ISO 8601 or YYYYMMDD HH:MM:SS)",
+    )

@@ -154,11 +154,15 @@ class PaperExchange:
             qty = inst.round_qty(qty)
         if order_type in (_LIMIT, _STOP_LIMIT):
             if not (price > 0 and math.isfinite(price)):
-                raise OrderError(f"order 'price': a {order_type.name} order needs a limit price > 0, got {price}")
+                raise OrderError(
+                    f"order 'price': a {order_type.name} order needs a limit price > 0, got {price}"
+                )
             price = inst.round_price(price)
         if order_type in (_STOP, _STOP_LIMIT):
             if not (stop_price > 0 and math.isfinite(stop_price)):
-                raise OrderError(f"order 'stop_price': a {order_type.name} order needs a stop > 0, got {stop_price}")
+                raise OrderError(
+                    f"order 'stop_price': a {order_type.name} order needs a stop > 0, got {stop_price}"
+                )
             stop_price = inst.round_price(stop_price)
         for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit)):
             if value and not (value > 0 and math.isfinite(value)):
@@ -310,7 +314,10 @@ class PaperExchange:
                     self._reject(order, "short selling is not allowed on a spot instrument")
                     return []
                 if qty * price * mult + fee > account.cash * (1.0 + 1e-12):
-                    self._reject(order, f"insufficient cash: need {qty * price * mult + fee:.2f}, have {account.cash:.2f}")
+                    self._reject(
+                        order,
+                        f"insufficient cash: need {qty * price * mult + fee:.2f}, have {account.cash:.2f}",
+                    )
                     return []
             else:
                 need = opening * price * mult / inst.leverage + fee
@@ -322,7 +329,19 @@ class PaperExchange:
         order.status = OrderStatus.FILLED
         order.filled_qty = qty
         order.fill_price = price
-        fill = Fill(self._next_fill_id, order.order_id, ts, order.symbol, side, qty, price, fee, liquidity, realized, order.tag)
+        fill = Fill(
+            self._next_fill_id,
+            order.order_id,
+            ts,
+            order.symbol,
+            side,
+            qty,
+            price,
+            fee,
+            liquidity,
+            realized,
+            order.tag,
+        )
         self._next_fill_id += 1
         self.fills.append(fill)
         if order.oco is not None and order.oco.status == OrderStatus.OPEN:
@@ -348,15 +367,33 @@ class PaperExchange:
         children: list[Order] = []
         exit_side = -entry.side
         if entry.stop_loss:
-            sl = Order(self._next_order_id, entry.symbol, exit_side, _STOP, qty, stop_price=entry.stop_loss,
-                       reduce_only=True, tag=(entry.tag + ":sl") if entry.tag else "sl", created_ts=entry.created_ts,
-                       parent_id=entry.order_id)
+            sl = Order(
+                self._next_order_id,
+                entry.symbol,
+                exit_side,
+                _STOP,
+                qty,
+                stop_price=entry.stop_loss,
+                reduce_only=True,
+                tag=(entry.tag + ":sl") if entry.tag else "sl",
+                created_ts=entry.created_ts,
+                parent_id=entry.order_id,
+            )
             self._next_order_id += 1
             children.append(sl)
         if entry.take_profit:
-            tp = Order(self._next_order_id, entry.symbol, exit_side, _LIMIT, qty, price=entry.take_profit,
-                       reduce_only=True, tag=(entry.tag + ":tp") if entry.tag else "tp", created_ts=entry.created_ts,
-                       parent_id=entry.order_id)
+            tp = Order(
+                self._next_order_id,
+                entry.symbol,
+                exit_side,
+                _LIMIT,
+                qty,
+                price=entry.take_profit,
+                reduce_only=True,
+                tag=(entry.tag + ":tp") if entry.tag else "tp",
+                created_ts=entry.created_ts,
+                parent_id=entry.order_id,
+            )
             self._next_order_id += 1
             children.append(tp)
         if len(children) == 2:

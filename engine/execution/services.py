@@ -24,7 +24,9 @@ class ExchangeOrders:
     def _submit(self, side: int, symbol: str, qty: float, order_type: str, **kw: object) -> Order:
         kind = ORDER_TYPE_NAMES.get(order_type)
         if kind is None:
-            raise OrderError(f"order 'order_type': must be one of {', '.join(ORDER_TYPE_NAMES)}, got {order_type!r}")
+            raise OrderError(
+                f"order 'order_type': must be one of {', '.join(ORDER_TYPE_NAMES)}, got {order_type!r}"
+            )
         return self._x.submit(symbol, side, qty, order_type=kind, **kw)  # type: ignore[arg-type]
 
     def buy(
@@ -42,8 +44,19 @@ class ExchangeOrders:
         tag: str = "",
     ) -> Order:
         """Submit a BUY (see :meth:`PaperExchange.submit`)."""
-        return self._submit(BUY, symbol, qty, order_type, size_pct=size_pct, price=price, stop_price=stop_price,
-                            reduce_only=reduce_only, stop_loss=stop_loss, take_profit=take_profit, tag=tag)
+        return self._submit(
+            BUY,
+            symbol,
+            qty,
+            order_type,
+            size_pct=size_pct,
+            price=price,
+            stop_price=stop_price,
+            reduce_only=reduce_only,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            tag=tag,
+        )
 
     def sell(
         self,
@@ -60,8 +73,19 @@ class ExchangeOrders:
         tag: str = "",
     ) -> Order:
         """Submit a SELL (see :meth:`PaperExchange.submit`)."""
-        return self._submit(SELL, symbol, qty, order_type, size_pct=size_pct, price=price, stop_price=stop_price,
-                            reduce_only=reduce_only, stop_loss=stop_loss, take_profit=take_profit, tag=tag)
+        return self._submit(
+            SELL,
+            symbol,
+            qty,
+            order_type,
+            size_pct=size_pct,
+            price=price,
+            stop_price=stop_price,
+            reduce_only=reduce_only,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            tag=tag,
+        )
 
     def close(self, symbol: str, tag: str = "") -> Order | None:
         """Market order flattening ``symbol`` (reduce-only, sized at fill); None when already flat."""

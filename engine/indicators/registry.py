@@ -169,7 +169,12 @@ INDICATORS: dict[str, IndicatorSpec] = {
             "volume_sma", ("volume",), _VALUE, PeriodParams, volume_sma, VolumeSMA, lambda period: period - 1
         ),
         IndicatorSpec(
-            "donchian", ("high", "low"), ("upper", "lower"), PeriodParams, donchian, Donchian,
+            "donchian",
+            ("high", "low"),
+            ("upper", "lower"),
+            PeriodParams,
+            donchian,
+            Donchian,
             lambda period: period - 1,
         ),
     )

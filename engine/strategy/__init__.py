@@ -1,6 +1,6 @@
 """The public strategy API: everything a plugin in ``strategies/`` may import.
 
-    from engine.strategy import Bar, Compatibility, Field, Strategy, StrategyParams
+from engine.strategy import Bar, Compatibility, Field, Strategy, StrategyParams
 """
 
 from engine.execution.orders import BUY, SELL, Fill, Order

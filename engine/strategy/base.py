@@ -11,6 +11,7 @@ or quote (live feeds), ``on_order_filled`` on each fill, ``on_stop`` once at the
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,7 +66,7 @@ class Strategy:
     version: ClassVar[str]
     author: ClassVar[str]
     compatibility: ClassVar[Compatibility] = Compatibility()
-    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    Params: ClassVar[builtins.type[StrategyParams]] = StrategyParams
     #: minimum number of bars before ``on_bar`` is first called (the runner also waits until every
     #: series requested in ``on_init`` has a value)
     warmup_bars: ClassVar[int] = 0

@@ -59,7 +59,7 @@ class SymbolFeed:
         if name in ("ts", *BAR_FIELDS):
             column = np.ascontiguousarray(self.__dict__["arrays"][name])
             self.__dict__["arrays"][name] = column
-            view = memoryview(column)
+            view = memoryview(column)  # type: ignore[arg-type]
             setattr(self, name, view)
             return view
         raise AttributeError(name)
@@ -74,7 +74,8 @@ class SymbolFeed:
         htf_ns = timeframe_ns(timeframe)
         if htf_ns <= self.tf_ns or htf_ns % self.tf_ns:
             raise ParameterError(
-                "timeframe", f"{timeframe!r} must be a whole multiple of the base timeframe {self.timeframe!r}"
+                "timeframe",
+                f"{timeframe!r} must be a whole multiple of the base timeframe {self.timeframe!r}",
             )
         table = pa.table(
             {
@@ -96,7 +97,9 @@ class SymbolFeed:
 class BarMarketData:
     """MarketDataService over precomputed bar feeds (backtests, and replays of stored bars)."""
 
-    def __init__(self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str) -> None:
+    def __init__(
+        self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str
+    ) -> None:
         self.feeds = feeds
         self.instruments = instruments
         self._timeframe = timeframe
@@ -119,7 +122,9 @@ class BarMarketData:
             symbol = self._symbols[0]
         feed = self.feeds.get(symbol)
         if feed is None:
-            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
+            raise ParameterError(
+                "symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})"
+            )
         return feed
 
     def instrument(self, symbol: str) -> Instrument:
@@ -145,7 +150,7 @@ class BarMarketData:
     def _wrap(self, feed: SymbolFeed, name: str, values: np.ndarray) -> Series:
         values = np.ascontiguousarray(values, dtype=np.float64)
         self.requested[feed.symbol].append(values)
-        return Series(name, memoryview(values), feed.cursor)
+        return Series(name, memoryview(values), feed.cursor)  # type: ignore[arg-type]
 
     def series(self, field: str, symbol: str | None = None, *, timeframe: str | None = None) -> Series:
         """A bar field ("open", "high", "low", "close", "volume", "ts") as a series."""
@@ -182,7 +187,10 @@ class BarMarketData:
         inputs = spec.inputs
         if source is not None:
             if len(inputs) != 1:
-                raise ParameterError("source", f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators")
+                raise ParameterError(
+                    "source",
+                    f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators",
+                )
             if source not in BAR_FIELDS:
                 raise ParameterError("source", f"must be one of {', '.join(BAR_FIELDS)}, got {source!r}")
             inputs = (source,)
@@ -191,7 +199,7 @@ class BarMarketData:
         else:
             arrays, index = feed.higher_timeframe(timeframe)
         out = spec.vectorized(*(arrays[f] for f in inputs), **kwargs)
-        label = f"{feed.symbol}.{timeframe + '.' if index is not None else ''}{name}"
+        label = f"{feed.symbol}.{timeframe}.{name}" if index is not None else f"{feed.symbol}.{name}"
         if isinstance(out, tuple):
             return tuple(
                 self._wrap(feed, f"{label}.{out_name}", self._aligned(feed, values, index))

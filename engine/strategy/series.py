@@ -87,32 +87,35 @@ class Bar:
 
     @property
     def ts(self) -> int:
-        return self._f.ts[self._c.i]  # type: ignore[no-any-return]
+        return self._f.ts[self._c.i]
 
     @property
     def open(self) -> float:
-        return self._f.open[self._c.i]  # type: ignore[no-any-return]
+        return self._f.open[self._c.i]
 
     @property
     def high(self) -> float:
-        return self._f.high[self._c.i]  # type: ignore[no-any-return]
+        return self._f.high[self._c.i]
 
     @property
     def low(self) -> float:
-        return self._f.low[self._c.i]  # type: ignore[no-any-return]
+        return self._f.low[self._c.i]
 
     @property
     def close(self) -> float:
-        return self._f.close[self._c.i]  # type: ignore[no-any-return]
+        return self._f.close[self._c.i]
 
     @property
     def volume(self) -> float:
-        return self._f.volume[self._c.i]  # type: ignore[no-any-return]
+        return self._f.volume[self._c.i]
 
     def __repr__(self) -> str:
         if self._c.i < 0:
             return f"Bar({self.symbol}, not started)"
-        return f"Bar({self.symbol}, ts={self.ts}, O={self.open}, H={self.high}, L={self.low}, C={self.close}, V={self.volume})"
+        return (
+            f"Bar({self.symbol}, ts={self.ts}, O={self.open}, H={self.high}, L={self.low}, "
+            f"C={self.close}, V={self.volume})"
+        )
 
 
 class Tick:
