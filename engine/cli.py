@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import orjson
 
@@ -191,6 +192,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "warmup": args.warmup,
     }
     request = BacktestRequest.parse({k: v for k, v in raw.items() if v is not None})
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ParameterError("--out", f"{args.out} exists and is not a directory")
     progress = None if args.no_progress else _ProgressBar()
     try:
         result = run_request(request, registry, progress=progress)
@@ -238,10 +241,15 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: …`` on stderr, exit status 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tradectl", description="Actor-based trading engine: control and backtests."
-    )
+    parser = _Parser(prog="tradectl", description="Actor-based trading engine: control and backtests.")
     parser.add_argument("--strategies-dir", action="append", help="extra strategy plugin folder (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -80,10 +80,11 @@ class BacktestRequest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestRequest:
-        if self.start is not None and self.end is not None and _to_ns(self.start) >= _to_ns(self.end):  # type: ignore[operator]
-            raise ValueError(f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})")
+        start, end = _to_ns(self.start), _to_ns(self.end)
+        if start is not None and end is not None and start >= end:
+            raise ParameterError("start", f"must be before end (got start {self.start}, end {self.end})")
         if self.market == "spot" and self.leverage != 1.0:
-            raise ValueError("leverage must be 1 for the spot market")
+            raise ParameterError("leverage", "must be 1 for the spot market")
         return self
 
     @classmethod
@@ -144,6 +145,8 @@ def run_request(
     strategy_cls = registry.get(request.strategy_type)
     params = strategy_cls.validate_params(request.params)
     bars = load_bars(request.data, symbols=request.symbols, end_ns=request.end_ns)
+    if bars.num_rows < 2:
+        raise ParameterError("end", f"fewer than 2 bars in {request.data} before {request.end}")
     native = infer_timeframe_ns(bars)
     timeframe = request.timeframe or timeframe_str(native)
     if timeframe_ns(timeframe) != native:

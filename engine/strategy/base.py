@@ -25,7 +25,7 @@ from engine.strategy.services import StrategyServices
 class StrategyParams(BaseModel):
     """Base of every strategy's parameter model: unknown fields are rejected, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Compatibility(BaseModel):
@@ -43,10 +43,15 @@ def params_error(exc: ValidationError) -> ParameterError:
     fields = []
     for err in exc.errors():
         field = ".".join(str(x) for x in err["loc"]) or "params"
-        fields.append(field)
         rule = err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ParameterError):  # raised by a validator: keep its own field and rule
+            field, rule = cause.field, cause.rule
+        elif err["type"] == "value_error":
+            rule = rule.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             rule = "unknown parameter"
+        fields.append(field)
         parts.append(f"{field}: {rule}" if len(exc.errors()) > 1 else rule)
     return ParameterError(", ".join(fields), "; ".join(parts))
 
