@@ -46,9 +46,7 @@ class UnknownStrategyError(EngineError, KeyError):
     def __init__(self, strategy_type: str, known: list[str]) -> None:
         self.strategy_type = strategy_type
         self.known = known
-        super().__init__(
-            f"unknown strategy type '{strategy_type}' (known: {', '.join(sorted(known)) or 'none'})"
-        )
+        super().__init__(f"unknown strategy type '{strategy_type}' (known: {', '.join(sorted(known)) or 'none'})")
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])

@@ -11,18 +11,14 @@ class BreakoutParams(StrategyParams):
     entry_period: int = Field(20, ge=2, le=1000, description="bars of the entry channel")
     exit_period: int = Field(10, ge=2, le=1000, description="bars of the exit channel")
     atr_period: int = Field(14, ge=1, le=1000, description="ATR period for the stop, bars")
-    atr_stop: float = Field(
-        2.0, ge=0.0, le=50.0, description="stop distance in ATRs from the signal close; 0 = none"
-    )
+    atr_stop: float = Field(2.0, ge=0.0, le=50.0, description="stop distance in ATRs from the signal close; 0 = none")
     size_pct: float = Field(100.0, gt=0.0, le=100.0, description="percent of available cash per entry")
     allow_short: bool = Field(False, description="also trade downside breakouts (perpetuals)")
 
     @model_validator(mode="after")
     def _exit_not_longer(self) -> BreakoutParams:
         if self.exit_period > self.entry_period:
-            raise ValueError(
-                f"exit_period ({self.exit_period}) must not exceed entry_period ({self.entry_period})"
-            )
+            raise ValueError(f"exit_period ({self.exit_period}) must not exceed entry_period ({self.entry_period})")
         return self
 
 

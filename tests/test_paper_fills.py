@@ -285,9 +285,7 @@ CASES = [
     # spot short selling is rejected
     Case("spot short rejected", [([o(SELL, 1)], BAR)], [], 10_000, 0, 0.0, SPOT, statuses=["REJECTED"]),
     # 200 × 100 = 20000 > cash 10000 → rejected
-    Case(
-        "insufficient cash rejected", [([o(BUY, 200)], BAR)], [], 10_000, 0, 0.0, SPOT, statuses=["REJECTED"]
-    ),
+    Case("insufficient cash rejected", [([o(BUY, 200)], BAR)], [], 10_000, 0, 0.0, SPOT, statuses=["REJECTED"]),
     # leverage 10, cash 1000, all-in at 100, taker 0.05 %: qty = 1000 × 10 / (100 × (1 + 0.0005 × 10)) = 99.50248…
     # → lot 0.001 → 99.502; fee 99.502 × 100 × 0.0005 = 4.9751
     Case(
@@ -427,3 +425,35 @@ def test_orders_fill_in_path_order_and_cancel() -> None:
     c = x.submit("X", BUY, 1, order_type=LMT, price=50)
     assert x.cancel(c.order_id) and c.status == OrderStatus.CANCELLED
     assert not x.cancel(c.order_id)
+
+
+def test_liquidation_at_the_maintenance_margin_price() -> None:
+    # cash 1000, leverage 10, no fees, long 99 @ 100, maintenance 0.5 %:
+    # equity(P) = 1000 + 99 × (P − 100) = 0.005 × 99 × P  →  P = 8900 / (99 × 0.995) = 90.350743...
+    inst = Instrument(symbol="X", kind="perpetual", leverage=10, maintenance_margin=0.005)
+    account = Account(1000)
+    x = PaperExchange(account, {"X": inst}, mark=lambda s: 100.0)
+    x.submit("X", BUY, 99)
+    x.process_bar("X", 0, 100, 101, 99, 100, 0)
+    assert not x.check_liquidation("X", 1, 95, 96, 91, 1)  # low 91 stays above P
+    stop = x.submit("X", SELL, 99, order_type=STP, stop_price=50)
+    assert x.check_liquidation("X", 2, 95, 96, 89, 2)
+    price = 8900 / (99 * 0.995)
+    fill = x.fills[-1]
+    assert (fill.side, fill.qty, fill.tag, fill.liquidity) == (SELL, 99, "liquidation", "taker")
+    assert fill.price == pytest.approx(price, abs=1e-9)
+    assert account.positions["X"].qty == 0.0
+    assert account.cash == pytest.approx(0.005 * 99 * price, abs=1e-9)  # equity = maintenance margin
+    assert stop.status == OrderStatus.CANCELLED
+
+
+def test_liquidation_of_a_short_gapping_up_fills_at_the_open() -> None:
+    # short 50 @ 100 with cash 1000: P = (−5000 − 1000) / (−50 × 1.005) = 119.4029...; the bar opens at 125
+    inst = Instrument(symbol="X", kind="perpetual", leverage=5, maintenance_margin=0.005)
+    account = Account(1000)
+    x = PaperExchange(account, {"X": inst}, mark=lambda s: 100.0)
+    x.submit("X", SELL, 50)
+    x.process_bar("X", 0, 100, 101, 99, 100, 0)
+    assert x.check_liquidation("X", 1, 125, 130, 124, 1)
+    assert x.fills[-1].price == 125.0
+    assert account.cash == pytest.approx(1000 - 50 * 25, abs=1e-9)

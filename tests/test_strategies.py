@@ -25,9 +25,7 @@ HOUR = 3_600_000_000_000
 REGISTRY = StrategyRegistry().discover()
 
 
-def bars_from_closes(
-    closes: list[float], start: int = 1_700_000_000 * 10**9, step: int = HOUR
-) -> dict[str, Any]:
+def bars_from_closes(closes: list[float], start: int = 1_700_000_000 * 10**9, step: int = HOUR) -> dict[str, Any]:
     """Bars whose open is the previous close and whose range is ±0.5 around the body."""
     c = np.asarray(closes, dtype=np.float64)
     o = np.concatenate(([c[0]], c[:-1]))
@@ -44,9 +42,14 @@ def bars_from_closes(
 
 
 def run_bars(
-    strategy: str, params: dict[str, Any], bars: dict[str, Any], kind: str = "spot", **settings: Any
+    strategy: str,
+    params: dict[str, Any],
+    bars: dict[str, Any],
+    kind: str = "spot",
+    leverage: float = 1,
+    **settings: Any,
 ) -> Any:
-    inst = {s: Instrument(symbol=s, kind=kind, leverage=1) for s in bars}  # type: ignore[arg-type]
+    inst = {s: Instrument(symbol=s, kind=kind, leverage=leverage) for s in bars}  # type: ignore[arg-type]
     bt = Backtest(REGISTRY.get(strategy), params, bars, "1h", inst, BacktestSettings(**settings))
     result = bt.run()
     closes = {s: (a["ts"], a["close"]) for s, a in bars.items()}
@@ -56,9 +59,7 @@ def run_bars(
 
 def fills(result: Any) -> list[tuple[int, float]]:
     """(side, price) per fill."""
-    return list(
-        zip(result.fills.column("side").to_pylist(), result.fills.column("price").to_pylist(), strict=True)
-    )
+    return list(zip(result.fills.column("side").to_pylist(), result.fills.column("price").to_pylist(), strict=True))
 
 
 def test_sma_crossover_rules_on_hand_built_bars() -> None:
@@ -129,6 +130,15 @@ def test_crossover_short_side_on_perpetual() -> None:
     assert -1 in result.trades.column("side").to_pylist()
 
 
+def test_leveraged_long_is_liquidated_in_a_crash() -> None:
+    # all-in at 10x after the cross up; a 15 % crash goes through the liquidation price
+    closes = [10, 10, 10, 10, 12, 14, 14.5, 12, 11, 11, 11]
+    result = run_bars("sma_crossover", {"fast": 2, "slow": 4}, bars_from_closes(closes), kind="perpetual", leverage=10)
+    tags = result.fills.column("tag").to_pylist()
+    assert tags == ["entry", "liquidation"]
+    assert result.metrics["final_equity"] < 0.1 * 100_000  # only about the maintenance margin is left
+
+
 @pytest.mark.parametrize("strategy", ["sma_crossover", "ema_crossover", "rsi_reversion", "breakout"])
 def test_shipped_plugins_trade_real_perpetual_data(strategy: str) -> None:
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -151,9 +161,7 @@ def test_shipped_plugins_trade_real_perpetual_data(strategy: str) -> None:
     assert result.metrics["trades"] >= 5
     assert result.metrics["fees_paid"] > 0
     assert result.funding is not None and result.funding.num_rows > 0
-    assert result.equity.column("ts").cast(pa.int64())[0].as_py() >= np.datetime64("2025-06-01", "ns").astype(
-        np.int64
-    )
+    assert result.equity.column("ts").cast(pa.int64())[0].as_py() >= np.datetime64("2025-06-01", "ns").astype(np.int64)
     from engine.data import load_bars
 
     table = load_bars(PANEL, symbols=symbols)
@@ -184,9 +192,7 @@ def test_funding_settles_only_while_a_position_is_open() -> None:
     # the mark price falls back to the last close before the funding time (no mark file given)
     eq_ts = result.equity.column("ts").cast(pa.int64()).to_numpy()
     assert len(funding["ts"]) > 50 and eq_ts[0] < funding["ts"][0].value
-    total = sum(
-        -q * m * r for q, m, r in zip(funding["qty"], funding["mark_price"], funding["rate"], strict=True)
-    )
+    total = sum(-q * m * r for q, m, r in zip(funding["qty"], funding["mark_price"], funding["rate"], strict=True))
     assert result.metrics["funding_paid"] == pytest.approx(-total, abs=1e-9)
 
 

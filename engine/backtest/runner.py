@@ -97,9 +97,7 @@ def split_bars(bars: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def funding_events(
-    feed: SymbolFeed, funding: pa.Table | None, marks: pa.Table | None, symbol: str
-) -> Funding:
+def funding_events(feed: SymbolFeed, funding: pa.Table | None, marks: pa.Table | None, symbol: str) -> Funding:
     """Funding settlements of ``symbol`` mapped to the bars at whose start they are settled.
 
     An event at time t settles at the first bar whose open is ≥ t (so an event at 00:00:00.017 is
@@ -261,9 +259,7 @@ class Backtest:
 
     def _first_active(self, symbol: str) -> int:
         feed = self.feeds[symbol]
-        first = max(
-            self.settings.warmup, self.strategy_cls.warmup_bars, self.market_data.warmup_index(symbol)
-        )
+        first = max(self.settings.warmup, self.strategy_cls.warmup_bars, self.market_data.warmup_index(symbol))
         if self.settings.start_ns is not None:
             first = max(first, int(np.searchsorted(feed.arrays["ts"], self.settings.start_ns, side="left")))
         return first
@@ -320,18 +316,16 @@ class Backtest:
         on_bar = self.strategy.on_bar
         book = self.exchange.book[symbol]
         process = self.exchange.process_bar
+        liquidate = self.exchange.check_liquidation
         account = self.account
         settle = account.settle_funding
         pos = account.positions[symbol]
+        perpetual = pos.perpetual
         arrays = feed.arrays
         T, OPEN, H, L, C = arrays["ts"], arrays["open"], arrays["high"], arrays["low"], arrays["close"]
         f_k, f_ts, f_rate, f_mark = self.funding[symbol]
         f_k = [*f_k, n]
-        fi = (
-            int(np.searchsorted(np.asarray(f_k[:-1], dtype=np.int64), first, side="left"))
-            if len(f_k) > 1
-            else 0
-        )
+        fi = int(np.searchsorted(np.asarray(f_k[:-1], dtype=np.int64), first, side="left")) if len(f_k) > 1 else 0
         fk = f_k[fi]
         snap_k, snap_cash, snap_qty, snap_ref = [first], [account.cash], [pos.qty], [pos.ref]
         progress = self.settings.progress
@@ -362,6 +356,15 @@ class Backtest:
                     snap_cash.append(account.cash)
                     snap_qty.append(pos.qty)
                     snap_ref.append(pos.ref)
+                if perpetual and pos.qty:
+                    self._clock_feed = None
+                    self._now = t = int(T[k])
+                    if liquidate(symbol, t, float(OPEN[k]), float(H[k]), float(L[k]), k):
+                        snap_k.append(k)
+                        snap_cash.append(account.cash)
+                        snap_qty.append(pos.qty)
+                        snap_ref.append(pos.ref)
+                    self._clock_feed = feed
                 cur.i = k
                 try:
                     on_bar(bar)
@@ -386,9 +389,7 @@ class Backtest:
         bar_idx = np.concatenate([np.arange(f.n, dtype=np.int64) for f in feeds])
         order = np.lexsort((sym_idx, all_ts))
         all_ts, sym_idx, bar_idx = all_ts[order], sym_idx[order], bar_idx[order]
-        start_ts = min(
-            f.arrays["ts"][firsts[s]] for s, f in zip(symbols, feeds, strict=True) if firsts[s] < f.n
-        )
+        start_ts = min(f.arrays["ts"][firsts[s]] for s, f in zip(symbols, feeds, strict=True) if firsts[s] < f.n)
         begin = int(np.searchsorted(all_ts, start_ts, side="left"))
         group_end = np.ones(len(all_ts), dtype=bool)
         group_end[:-1] = all_ts[1:] != all_ts[:-1]
@@ -398,8 +399,10 @@ class Backtest:
         cash_out = [0.0] * size
         on_bar = self.strategy.on_bar
         process = self.exchange.process_bar
+        liquidate = self.exchange.check_liquidation
         account = self.account
         open_positions = account.open_positions
+        positions = account.positions
         ctx = []
         for s, f in zip(symbols, feeds, strict=True):
             f_k, f_ts, f_rate, f_mark = self.funding[s]
@@ -420,6 +423,7 @@ class Backtest:
                     firsts[s],
                     fund,
                     f.tf_ns,
+                    self.instruments[s].is_perpetual,
                 )
             )
         closes = {s: f.close for s, f in zip(symbols, feeds, strict=True)}
@@ -434,7 +438,7 @@ class Backtest:
         row = 0
         for chunk in range(begin, len(S), step):
             for e in range(chunk, min(chunk + step, len(S))):
-                sym, cur, bar, book, T, OPEN, H, L, C, first, fund, tf = ctx[S[e]]
+                sym, cur, bar, book, T, OPEN, H, L, C, first, fund, tf, perp = ctx[S[e]]
                 k = K[e]
                 if fund and k in fund:
                     for t, r, m in fund[k]:
@@ -443,6 +447,9 @@ class Backtest:
                 if book:
                     self._now = T[k]
                     process(sym, T[k], OPEN[k], H[k], L[k], C[k], k)
+                if perp and positions[sym].qty:
+                    self._now = T[k]
+                    liquidate(sym, T[k], OPEN[k], H[k], L[k], k)
                 cur.i = k
                 if k >= first:
                     self._now = T[k] + tf

@@ -44,9 +44,7 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_SCHEMA = pa.schema(
     [("symbol", pa.string()), ("ts", TS_TYPE), *((c, pa.float64()) for c in (*PRICE_COLUMNS, "volume"))]
 )
-MARK_SCHEMA = pa.schema(
-    [("symbol", pa.string()), ("ts", TS_TYPE), *((c, pa.float64()) for c in PRICE_COLUMNS)]
-)
+MARK_SCHEMA = pa.schema([("symbol", pa.string()), ("ts", TS_TYPE), *((c, pa.float64()) for c in PRICE_COLUMNS)])
 FUNDING_SCHEMA = pa.schema([("symbol", pa.string()), ("ts", TS_TYPE), ("rate", pa.float64())])
 
 TIME_COLUMNS = ("ts", "timestamp", "open_time", "datetime", "date", "time")
@@ -297,9 +295,7 @@ class _Source:
             columns = tuple(header)
             fmt = "csv"
         else:
-            raise DataError(
-                name, None, f"unknown file format {suffix or '(no extension)'!r} (rule: .parquet or .csv)"
-            )
+            raise DataError(name, None, f"unknown file format {suffix or '(no extension)'!r} (rule: .parquet or .csv)")
         lowered: dict[str, str] = {}
         for c in columns:
             if c.lower() in lowered:
@@ -390,8 +386,7 @@ def _select(
             raise DataError(
                 src.name,
                 canon,
-                f"missing required column (expected {expected}; "
-                f"file has {list(src.columns)}) (rule: required column)",
+                f"missing required column (expected {expected}; file has {list(src.columns)}) (rule: required column)",
             )
         found[canon] = col
     if exchange is not None and exch_col is None:
@@ -407,9 +402,7 @@ def _select(
         wanted = [symbol]
     if sym_col is None:
         default = (
-            symbol
-            if symbol is not None
-            else (wanted[0] if wanted is not None and len(wanted) == 1 else src.path.stem)
+            symbol if symbol is not None else (wanted[0] if wanted is not None and len(wanted) == 1 else src.path.stem)
         )
     else:
         default = src.path.stem

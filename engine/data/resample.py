@@ -79,8 +79,7 @@ def resample(table: pa.Table, timeframe: str) -> pa.Table:
     if spacing is not None and (tf < spacing or tf % spacing):
         raise ParameterError(
             "timeframe",
-            f"{timeframe} ({tf} ns) must be a whole multiple of the source spacing ({spacing} ns), "
-            "not smaller",
+            f"{timeframe} ({tf} ns) must be a whole multiple of the source spacing ({spacing} ns), not smaller",
         )
     bars = pa.table(
         {

@@ -133,9 +133,7 @@ class Account:
         return total
 
     # ------------------------------------------------------------------ mutations
-    def apply_fill(
-        self, symbol: str, side: int, qty: float, price: float, fee: float, ts: int, bar: int
-    ) -> float:
+    def apply_fill(self, symbol: str, side: int, qty: float, price: float, fee: float, ts: int, bar: int) -> float:
         """Book a fill; returns the gross realised P&L of its closing part (quote currency).
 
         Handles opening, averaging (quantity-weighted entry price), partial close, full close and
@@ -177,9 +175,7 @@ class Account:
         self.fees_paid += fee
         return realized
 
-    def _open_or_add(
-        self, pos: Position, side: int, qty: float, price: float, fee: float, ts: int, bar: int
-    ) -> None:
+    def _open_or_add(self, pos: Position, side: int, qty: float, price: float, fee: float, ts: int, bar: int) -> None:
         old = abs(pos.qty)
         if old == 0.0:
             pos.t_side = side

@@ -28,6 +28,12 @@ Fill rules (one bar = open O, high H, low L, close C):
    REJECTED with a reason (``PaperExchange.rejected``).
 10. Fees: maker rate for limit fills (and resting stop-limits), taker rate otherwise, as a fraction
     of traded notional.
+11. **Liquidation** (perpetuals): after the bar's orders, an open position is liquidated when the
+    path reaches the price P at which equity = maintenance margin (rate × |qty| × P × multiplier),
+    other positions valued at their marks: P = (qty × entry × mult − E₀) / (qty × mult × (1 ∓ rate))
+    (− for longs, + for shorts; E₀ = cash + other positions' value). It is closed at P, or at the
+    open if the bar gapped through P, as a taker fill tagged ``liquidation``; its open orders are
+    cancelled. Stops placed nearer than P therefore fill first.
 """
 
 from __future__ import annotations
@@ -154,15 +160,11 @@ class PaperExchange:
             qty = inst.round_qty(qty)
         if order_type in (_LIMIT, _STOP_LIMIT):
             if not (price > 0 and math.isfinite(price)):
-                raise OrderError(
-                    f"order 'price': a {order_type.name} order needs a limit price > 0, got {price}"
-                )
+                raise OrderError(f"order 'price': a {order_type.name} order needs a limit price > 0, got {price}")
             price = inst.round_price(price)
         if order_type in (_STOP, _STOP_LIMIT):
             if not (stop_price > 0 and math.isfinite(stop_price)):
-                raise OrderError(
-                    f"order 'stop_price': a {order_type.name} order needs a stop > 0, got {stop_price}"
-                )
+                raise OrderError(f"order 'stop_price': a {order_type.name} order needs a stop > 0, got {stop_price}")
             stop_price = inst.round_price(stop_price)
         for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit)):
             if value and not (value > 0 and math.isfinite(value)):
@@ -350,6 +352,43 @@ class PaperExchange:
         for listener in self.listeners:
             listener(fill)
         return children
+
+    def check_liquidation(self, symbol: str, ts: int, o: float, h: float, low: float, bar: int) -> bool:
+        """Liquidate ``symbol``'s perpetual position if this bar reached its liquidation price (rule 11).
+
+        Returns True when a liquidation fill happened.
+        """
+        account = self.account
+        pos = account.positions[symbol]
+        qty = pos.qty
+        if qty == 0.0 or not pos.perpetual:
+            return False
+        inst = pos.instrument
+        mult = pos.multiplier
+        rate = inst.maintenance_margin
+        others = account.cash
+        for s, p in account.open_positions.items():
+            if s != symbol:
+                others += p.value(self.mark(s))
+        if qty > 0:
+            price = (qty * pos.avg_price * mult - others) / (qty * mult * (1.0 - rate))
+            if low > price:
+                return False
+            price = min(o, price)
+        else:
+            price = (qty * pos.avg_price * mult - others) / (qty * mult * (1.0 + rate))
+            if h < price:
+                return False
+            price = max(o, price)
+        self.cancel_all(symbol)
+        side = SELL if qty > 0 else BUY
+        order = Order(
+            self._next_order_id, symbol, side, _MARKET, abs(qty), reduce_only=True, tag="liquidation", created_ts=ts
+        )
+        self._next_order_id += 1
+        self.orders[order.order_id] = order
+        self._execute(order, max(price, 0.0), "taker", ts, bar)
+        return True
 
     def free_margin(self, symbol: str, price: float) -> float:
         """equity − initial margin in use, valuing ``symbol`` at ``price`` and others at their mark."""

@@ -24,9 +24,7 @@ class ExchangeOrders:
     def _submit(self, side: int, symbol: str, qty: float, order_type: str, **kw: object) -> Order:
         kind = ORDER_TYPE_NAMES.get(order_type)
         if kind is None:
-            raise OrderError(
-                f"order 'order_type': must be one of {', '.join(ORDER_TYPE_NAMES)}, got {order_type!r}"
-            )
+            raise OrderError(f"order 'order_type': must be one of {', '.join(ORDER_TYPE_NAMES)}, got {order_type!r}")
         return self._x.submit(symbol, side, qty, order_type=kind, **kw)  # type: ignore[arg-type]
 
     def buy(

@@ -246,9 +246,7 @@ class StochRSI:
 
     __slots__ = ("_dsma", "_ext", "_ksma", "_rsi", "d_smooth", "k_smooth", "period", "stoch_period", "value")
 
-    def __init__(
-        self, period: int = 14, stoch_period: int = 14, k_smooth: int = 3, d_smooth: int = 3
-    ) -> None:
+    def __init__(self, period: int = 14, stoch_period: int = 14, k_smooth: int = 3, d_smooth: int = 3) -> None:
         self.period = check_int("period", period, 1)
         self.stoch_period = check_int("stoch_period", stoch_period, 1)
         self.k_smooth = check_int("k_smooth", k_smooth, 1)

@@ -60,9 +60,7 @@ def _period(default: int, minimum: int = 1) -> Any:
 
 # ints: bools and fractional floats are rejected; integral floats such as 14.0 are accepted.
 Int = Annotated[int, pydantic.BeforeValidator(lambda v: _no_bool(v))]
-PositiveFloat = Annotated[
-    float, Field(gt=0, allow_inf_nan=False), pydantic.BeforeValidator(lambda v: _no_bool(v))
-]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False), pydantic.BeforeValidator(lambda v: _no_bool(v))]
 
 
 def _no_bool(value: Any) -> Any:
@@ -153,9 +151,7 @@ INDICATORS: dict[str, IndicatorSpec] = {
         IndicatorSpec("adx", _HLC, ("adx",), ADXParams, adx, ADX, lambda period: 2 * period - 1),
         IndicatorSpec("stochrsi", _CLOSE, ("k", "d"), StochRSIParams, stochrsi, StochRSI, stochrsi_lookback),
         IndicatorSpec("roc", _CLOSE, _VALUE, ROCParams, roc, ROC, lambda period: period),
-        IndicatorSpec(
-            "bbwidth", _CLOSE, _VALUE, BBandsParams, bbwidth, BBWidth, lambda period, k: period - 1
-        ),
+        IndicatorSpec("bbwidth", _CLOSE, _VALUE, BBandsParams, bbwidth, BBWidth, lambda period, k: period - 1),
         IndicatorSpec(
             "realized_vol",
             _CLOSE,

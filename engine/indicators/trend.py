@@ -14,9 +14,7 @@ from engine.indicators._core import NAN, FloatArray, as_arrays, check_int, nan_a
 __all__ = ["ADX", "adx"]
 
 
-def _directional(
-    h: FloatArray, lo: FloatArray, c: FloatArray
-) -> tuple[list[float], list[float], list[float]]:
+def _directional(h: FloatArray, lo: FloatArray, c: FloatArray) -> tuple[list[float], list[float], list[float]]:
     """+DM, -DM and TR for bars 1..n-1 (as lists), TA-Lib's case analysis."""
     diff_p = h[1:] - h[:-1]
     diff_m = lo[:-1] - lo[1:]

@@ -145,9 +145,7 @@ class ATR:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def bbands(
-    close: npt.ArrayLike, period: int = 20, k: float = 2.0
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+def bbands(close: npt.ArrayLike, period: int = 20, k: float = 2.0) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Bollinger Bands (Bollinger 1983/2001; TA-Lib ``BBANDS`` with an SMA middle band).
 
     ``middle = SMA(close, period)`` (equal to :func:`sma`), ``sd`` = population standard deviation
@@ -263,9 +261,7 @@ def realized_vol(close: npt.ArrayLike, period: int = 20, periods_per_year: float
     Matches ``pandas: np.log(close).diff().rolling(period).std()``.
     """
     period = check_int("period", period, 2)
-    factor = (
-        None if periods_per_year is None else math.sqrt(check_positive("periods_per_year", periods_per_year))
-    )
+    factor = None if periods_per_year is None else math.sqrt(check_positive("periods_per_year", periods_per_year))
     returns = log_returns(close)
     out = nan_array(returns.size)
     if returns.size > period:

@@ -514,9 +514,7 @@ def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: f
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
                 i = int(bad[0])
-                raise StoreValueError(
-                    db_table, f.name, f"row {i} is {values[i]}; NUMERIC columns need finite values"
-                )
+                raise StoreValueError(db_table, f.name, f"row {i} is {values[i]}; NUMERIC columns need finite values")
             big = np.flatnonzero(np.abs(values) >= NUMERIC_LIMIT)
             if big.size:
                 i = int(big[0])
@@ -529,8 +527,7 @@ def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: f
                 raise StoreValueError(
                     db_table,
                     f.name,
-                    f"row {i} ({ints[i]} ns) is not a whole microsecond "
-                    "(TIMESTAMPTZ has microsecond precision)",
+                    f"row {i} ({ints[i]} ns) is not a whole microsecond (TIMESTAMPTZ has microsecond precision)",
                 )
             col = col.cast(_TS_US)
         elif f.name == "side":

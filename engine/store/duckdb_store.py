@@ -175,11 +175,7 @@ class DuckDBStore(Store):
     def _write_run(self, prepared: PreparedRun) -> None:
         row = prepared.row
         values = ", ".join(
-            f"CAST(? AS {_NUMERIC})"
-            if c in RUN_NUMERIC_COLUMNS
-            else f"?::{_RUN_CASTS[c]}"
-            if c in _RUN_CASTS
-            else "?"
+            f"CAST(? AS {_NUMERIC})" if c in RUN_NUMERIC_COLUMNS else f"?::{_RUN_CASTS[c]}" if c in _RUN_CASTS else "?"
             for c in _RUN_COLUMNS
         )
         params = [
@@ -187,9 +183,7 @@ class DuckDBStore(Store):
             for c in _RUN_COLUMNS
         ]
         with _transaction(self._con):
-            exists = self._con.execute(
-                "SELECT 1 FROM backtest_runs WHERE run_id = ?", [prepared.run_id]
-            ).fetchall()
+            exists = self._con.execute("SELECT 1 FROM backtest_runs WHERE run_id = ?", [prepared.run_id]).fetchall()
             if exists:
                 raise duplicate_run(prepared.run_id)
             self._con.execute(
@@ -205,14 +199,10 @@ class DuckDBStore(Store):
             return
         view = f"_tradengine_{db_table}_{uuid.uuid4().hex}"
         cols = ", ".join(table.column_names)
-        exprs = ", ".join(
-            _to_decimal(f.name) if pa.types.is_floating(f.type) else f.name for f in table.schema
-        )
+        exprs = ", ".join(_to_decimal(f.name) if pa.types.is_floating(f.type) else f.name for f in table.schema)
         self._con.register(view, table)
         try:
-            self._con.execute(
-                f"INSERT INTO {db_table} (run_id, {cols}) SELECT ?, {exprs} FROM {view}", [run_id]
-            )
+            self._con.execute(f"INSERT INTO {db_table} (run_id, {cols}) SELECT ?, {exprs} FROM {view}", [run_id])
         finally:
             self._con.unregister(view)
 
@@ -229,9 +219,7 @@ class DuckDBStore(Store):
                 select.append(f"CAST({c} AS VARCHAR) AS {c}")
             else:
                 select.append(c)
-        rows = self._con.execute(
-            f"SELECT {', '.join(select)} FROM backtest_runs WHERE run_id = ?", [run_id]
-        ).fetchall()
+        rows = self._con.execute(f"SELECT {', '.join(select)} FROM backtest_runs WHERE run_id = ?", [run_id]).fetchall()
         if not rows:
             return None
         return dict(zip(_RUN_COLUMNS, rows[0], strict=True))

@@ -190,9 +190,7 @@ def _applied(conn: MigrationConnection) -> dict[str, tuple[int, datetime]]:
     return {str(name): (int(id_), _EPOCH + timedelta(microseconds=int(us))) for name, id_, us in rows}
 
 
-def migration_status(
-    conn: MigrationConnection, migrations_dir: str | Path | None = None
-) -> list[MigrationStatus]:
+def migration_status(conn: MigrationConnection, migrations_dir: str | Path | None = None) -> list[MigrationStatus]:
     """Every migration file on disk with its applied time (None = pending), in order, followed by any
     ``_migrations`` rows whose file is gone (``file_missing=True``). Read-only: creates nothing.
 

@@ -95,8 +95,7 @@ class _PgMigrationConn:
     def table_exists(self, name: str) -> bool:
         return bool(
             self.query(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
-                "AND table_name = %s",
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s",
                 (name,),
             )
         )
@@ -156,9 +155,7 @@ class PostgresStore(Store):
         row = prepared.row
         values = ", ".join(f"%s::{_RUN_CASTS[c]}" if c in _RUN_CASTS else "%s" for c in _RUN_COLUMNS)
         with self._conn.transaction():
-            exists = self._conn.execute(
-                "SELECT 1 FROM backtest_runs WHERE run_id = %s", (prepared.run_id,)
-            ).fetchone()
+            exists = self._conn.execute("SELECT 1 FROM backtest_runs WHERE run_id = %s", (prepared.run_id,)).fetchone()
             if exists:
                 raise duplicate_run(prepared.run_id)
             self._conn.execute(
@@ -178,9 +175,7 @@ class PostgresStore(Store):
         data = sink.getvalue()
         with (
             self._conn.cursor() as cur,
-            cur.copy(
-                f"COPY {db_table} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)".encode()
-            ) as copy,
+            cur.copy(f"COPY {db_table} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)".encode()) as copy,
         ):
             copy.write(memoryview(data))
 

@@ -27,9 +27,7 @@ class CrossoverParams(StrategyParams):
     slow: int = Field(30, ge=2, le=10_000, description="slow moving-average period, bars")
     size_pct: float = Field(100.0, gt=0.0, le=100.0, description="percent of available cash per entry")
     allow_short: bool = Field(False, description="go short on a cross down (perpetuals)")
-    stop_loss_pct: float = Field(
-        0.0, ge=0.0, lt=100.0, description="stop loss below/above entry, percent; 0 = none"
-    )
+    stop_loss_pct: float = Field(0.0, ge=0.0, lt=100.0, description="stop loss below/above entry, percent; 0 = none")
     take_profit_pct: float = Field(0.0, ge=0.0, le=1000.0, description="take profit, percent; 0 = none")
 
     @model_validator(mode="after")

@@ -97,9 +97,7 @@ class SymbolFeed:
 class BarMarketData:
     """MarketDataService over precomputed bar feeds (backtests, and replays of stored bars)."""
 
-    def __init__(
-        self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str
-    ) -> None:
+    def __init__(self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str) -> None:
         self.feeds = feeds
         self.instruments = instruments
         self._timeframe = timeframe
@@ -122,9 +120,7 @@ class BarMarketData:
             symbol = self._symbols[0]
         feed = self.feeds.get(symbol)
         if feed is None:
-            raise ParameterError(
-                "symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})"
-            )
+            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
         return feed
 
     def instrument(self, symbol: str) -> Instrument:

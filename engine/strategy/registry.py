@@ -78,9 +78,7 @@ def validate_strategy_class(cls: type[Strategy], file: str) -> None:
     try:
         schema = cls.parameters_schema()
     except Exception as exc:  # the schema generator reports unsupported field types this way
-        raise PluginError(
-            file, f"class {cls.__name__}: parameters schema cannot be generated: {exc}"
-        ) from None
+        raise PluginError(file, f"class {cls.__name__}: parameters schema cannot be generated: {exc}") from None
     if schema.get("type") != "object":
         raise PluginError(file, f"class {cls.__name__}: parameters schema must describe an object")
     if cls.on_bar is Strategy.on_bar and cls.on_tick is Strategy.on_tick:
@@ -114,16 +112,11 @@ def load_plugin_file(path: Path) -> type[Strategy]:
     classes = [
         obj
         for obj in vars(module).values()
-        if inspect.isclass(obj)
-        and issubclass(obj, Strategy)
-        and obj is not Strategy
-        and obj.__module__ == module_name
+        if inspect.isclass(obj) and issubclass(obj, Strategy) and obj is not Strategy and obj.__module__ == module_name
     ]
     if len(classes) != 1:
         names = ", ".join(c.__name__ for c in classes) or "none"
-        raise PluginError(
-            file, f"must define exactly one Strategy subclass (one plugin per file), found {names}"
-        )
+        raise PluginError(file, f"must define exactly one Strategy subclass (one plugin per file), found {names}")
     validate_strategy_class(classes[0], file)
     return classes[0]
 
@@ -159,9 +152,7 @@ class StrategyRegistry:
                     continue
                 if cls.type in self.strategies:
                     self.failures.append(
-                        PluginFailure(
-                            str(path), f"type {cls.type!r} is already defined by {self.files[cls.type]}"
-                        )
+                        PluginFailure(str(path), f"type {cls.type!r} is already defined by {self.files[cls.type]}")
                     )
                     continue
                 self.strategies[cls.type] = cls
