@@ -291,13 +291,10 @@ class Backtest:
                 "not enough bars: the warm-up or --start leaves no bar to trade "
                 f"(bars per symbol: {min(f.n for f in self.feeds.values())})",
             )
-        try:
-            if len(self.symbols) == 1:
-                ts, cash, equity = self._loop_single(self.symbols[0], firsts[self.symbols[0]])
-            else:
-                ts, cash, equity = self._loop_multi(firsts)
-        except StrategyRuntimeError:
-            raise
+        if len(self.symbols) == 1:
+            ts, cash, equity = self._loop_single(self.symbols[0], firsts[self.symbols[0]])
+        else:
+            ts, cash, equity = self._loop_multi(firsts)
         try:
             self.strategy.on_stop()
         except Exception as exc:

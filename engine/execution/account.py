@@ -119,19 +119,6 @@ class Account:
             pos = self.positions[instrument.symbol] = Position(instrument)
         return pos
 
-    # ------------------------------------------------------------------ queries
-    def equity(self, marks: dict[str, float]) -> float:
-        """cash + Σ position value at ``marks`` (symbol → price); quote currency."""
-        return self.cash + sum(p.value(marks[s]) for s, p in self.open_positions.items())
-
-    def used_margin(self, marks: dict[str, float]) -> float:
-        """Initial margin of open perpetual positions: Σ |qty| × mark × multiplier / leverage."""
-        total = 0.0
-        for s, p in self.open_positions.items():
-            if p.perpetual:
-                total += abs(p.qty) * marks[s] * p.multiplier / p.instrument.leverage
-        return total
-
     # ------------------------------------------------------------------ mutations
     def apply_fill(self, symbol: str, side: int, qty: float, price: float, fee: float, ts: int, bar: int) -> float:
         """Book a fill; returns the gross realised P&L of its closing part (quote currency).

@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
+from typing import Any
 
 from engine.errors import OrderError
 from engine.execution.account import Account
@@ -174,8 +175,7 @@ class PaperExchange:
                 "order 'stop_loss': must be below take_profit for a BUY and above it for a SELL "
                 f"(got stop_loss={stop_loss}, take_profit={take_profit})"
             )
-        order = Order(
-            self._next_order_id,
+        order = self._new_order(
             symbol,
             side,
             order_type,
@@ -189,12 +189,17 @@ class PaperExchange:
             tag=tag,
             created_ts=self.clock(),
         )
-        self._next_order_id += 1
-        self.orders[order.order_id] = order
         if qty == 0.0 and not size_pct and not reduce_only:
             self._reject(order, "quantity rounds to zero at the lot size")
             return order
         self.book[symbol].append(order)
+        return order
+
+    def _new_order(self, *args: Any, **kwargs: Any) -> Order:
+        """Create an order with the next id and register it (``Order``'s arguments after the id)."""
+        order = Order(self._next_order_id, *args, **kwargs)
+        self._next_order_id += 1
+        self.orders[order.order_id] = order
         return order
 
     def cancel(self, order_id: int) -> bool:
@@ -382,11 +387,7 @@ class PaperExchange:
             price = max(o, price)
         self.cancel_all(symbol)
         side = SELL if qty > 0 else BUY
-        order = Order(
-            self._next_order_id, symbol, side, _MARKET, abs(qty), reduce_only=True, tag="liquidation", created_ts=ts
-        )
-        self._next_order_id += 1
-        self.orders[order.order_id] = order
+        order = self._new_order(symbol, side, _MARKET, abs(qty), reduce_only=True, tag="liquidation", created_ts=ts)
         self._execute(order, max(price, 0.0), "taker", ts, bar)
         return True
 
@@ -403,42 +404,28 @@ class PaperExchange:
         return equity - used
 
     def _bracket(self, entry: Order, qty: float) -> list[Order]:
-        children: list[Order] = []
-        exit_side = -entry.side
+        """The reduce-only stop-loss (stop-market) and take-profit (limit) children of a filled entry."""
+        legs = []
         if entry.stop_loss:
-            sl = Order(
-                self._next_order_id,
-                entry.symbol,
-                exit_side,
-                _STOP,
-                qty,
-                stop_price=entry.stop_loss,
-                reduce_only=True,
-                tag=(entry.tag + ":sl") if entry.tag else "sl",
-                created_ts=entry.created_ts,
-                parent_id=entry.order_id,
-            )
-            self._next_order_id += 1
-            children.append(sl)
+            legs.append(("sl", _STOP, {"stop_price": entry.stop_loss}))
         if entry.take_profit:
-            tp = Order(
-                self._next_order_id,
+            legs.append(("tp", _LIMIT, {"price": entry.take_profit}))
+        children = [
+            self._new_order(
                 entry.symbol,
-                exit_side,
-                _LIMIT,
+                -entry.side,
+                kind,
                 qty,
-                price=entry.take_profit,
                 reduce_only=True,
-                tag=(entry.tag + ":tp") if entry.tag else "tp",
+                tag=f"{entry.tag}:{name}" if entry.tag else name,
                 created_ts=entry.created_ts,
                 parent_id=entry.order_id,
+                **prices,
             )
-            self._next_order_id += 1
-            children.append(tp)
+            for name, kind, prices in legs
+        ]
         if len(children) == 2:
             children[0].oco = children[1]
             children[1].oco = children[0]
-        for child in children:
-            self.orders[child.order_id] = child
-            self.book[entry.symbol].append(child)
+        self.book[entry.symbol].extend(children)
         return children
