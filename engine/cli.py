@@ -4,7 +4,7 @@
     tradectl strategies show TYPE
     tradectl backtest TYPE --data PATH [--symbols A,B] [--timeframe TF] [--start ISO] [--end ISO]
         [--param k=v ...] [--params JSON] [--cash N] [--fee-bps N] [--slippage-bps N] [--lot-size N]
-        [--tick-size N] [--funding PATH] [--marks PATH] [--market spot|perpetual] [--leverage N]
+        [--tick-size N] [--funding PATH] [--marks PATH] [--open-interest PATH] [--market spot|perpetual] [--leverage N]
         [--out DIR] [--db URL] [--no-store] [--json]
     tradectl db migrate [--db URL]
     tradectl db status [--db URL]
@@ -189,6 +189,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "leverage": args.leverage,
         "funding": args.funding,
         "marks": args.marks,
+        "open_interest": args.open_interest,
         "warmup": args.warmup,
     }
     request = BacktestRequest.parse({k: v for k, v in raw.items() if v is not None})
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-size", type=float, help="price step in quote currency (default: none)")
     p.add_argument("--funding", help="funding-rate file (selects the perpetual market by default)")
     p.add_argument("--marks", help="mark-price bars file for funding settlements")
+    p.add_argument("--open-interest", help="open-interest file (symbol, ts, open_interest) for strategies that use it")
     p.add_argument("--market", choices=("spot", "perpetual"), help="market kind of the traded symbols")
     p.add_argument("--leverage", type=float, help="maximum leverage (perpetual)")
     p.add_argument("--warmup", type=int, help="minimum bars before the strategy trades")

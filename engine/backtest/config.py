@@ -57,6 +57,7 @@ class BacktestRequest(BaseModel):
     leverage: float = Field(1.0, ge=1.0, le=125.0, allow_inf_nan=False)
     funding: Path | None = None
     marks: Path | None = None
+    open_interest: Path | None = None
     warmup: int = Field(0, ge=0)
 
     @field_validator("timeframe")
@@ -140,7 +141,7 @@ def run_request(
     Raises:
         UnknownStrategyError, ParameterError, DataError, StrategyRuntimeError.
     """
-    from engine.data import infer_timeframe_ns, load_bars, load_funding, load_marks, resample
+    from engine.data import infer_timeframe_ns, load_bars, load_funding, load_marks, load_open_interest, resample
 
     strategy_cls = registry.get(request.strategy_type)
     params = strategy_cls.validate_params(request.params)
@@ -168,6 +169,11 @@ def run_request(
     if request.marks:
         covered = [s for s in symbols if s in _symbols_in(request.marks)]
         marks = load_marks(request.marks, symbols=covered, end_ns=request.end_ns) if covered else None
+    open_interest = None
+    if request.open_interest:
+        covered = [s for s in symbols if s in _symbols_in(request.open_interest)]
+        if covered:
+            open_interest = load_open_interest(request.open_interest, symbols=covered, end_ns=request.end_ns)
     arrays = split_bars(bars)
     settings = BacktestSettings(
         cash=request.cash,
@@ -185,6 +191,7 @@ def run_request(
             "leverage": request.leverage,
             "funding": str(request.funding) if request.funding else None,
             "marks": str(request.marks) if request.marks else None,
+            "open_interest": str(request.open_interest) if request.open_interest else None,
             "start": request.start.isoformat() if request.start else None,
             "end": request.end.isoformat() if request.end else None,
         },
@@ -200,5 +207,6 @@ def run_request(
         funding=funding,
         marks=marks,
         data_path=str(request.data),
+        open_interest=open_interest,
     )
     return backtest.run()

@@ -45,6 +45,7 @@ from engine.execution.services import AccountPositions, CallableClock, ExchangeO
 from engine.instruments import Instrument
 from engine.strategy.base import Strategy, StrategyParams
 from engine.strategy.feed import BAR_FIELDS, BarMarketData, SymbolFeed
+from engine.strategy.funding import funding_by_symbol
 from engine.strategy.services import StrategyServices
 
 #: per-symbol funding events: bar index at whose start it settles, funding time, rate, mark price
@@ -129,6 +130,19 @@ def funding_events(feed: SymbolFeed, funding: pa.Table | None, marks: pa.Table |
     return k.tolist(), ft.tolist(), rate.tolist(), mark.tolist()
 
 
+def open_interest_by_symbol(table: pa.Table | None, symbols: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Split an open-interest table (symbol, ts, open_interest) into (ts ns, values) per symbol."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if table is None:
+        return out
+    for symbol in symbols:
+        rows = table.filter(pc.equal(table.column("symbol"), symbol))
+        if rows.num_rows:
+            ts = rows.column("ts").cast(pa.int64()).to_numpy()
+            out[symbol] = (ts, rows.column("open_interest").to_numpy())
+    return out
+
+
 def trade_hash(fills: pa.Table) -> str:
     """SHA-256 of the fill list: one line per fill with ts (ns), symbol, side and the exact float
     reprs of qty, price and fee, in execution order."""
@@ -184,6 +198,7 @@ class Backtest:
         funding: pa.Table | None = None,
         marks: pa.Table | None = None,
         data_path: str = "",
+        open_interest: pa.Table | None = None,
     ) -> None:
         self.strategy_cls = strategy_cls
         self.params = params if isinstance(params, StrategyParams) else strategy_cls.validate_params(params)
@@ -216,7 +231,13 @@ class Backtest:
             mark=self._mark,
             clock=self._clock,
         )
-        self.market_data = BarMarketData(self.feeds, self.instruments, timeframe)
+        self.market_data = BarMarketData(
+            self.feeds,
+            self.instruments,
+            timeframe,
+            funding=funding_by_symbol(funding, self.symbols),
+            open_interest=open_interest_by_symbol(open_interest, self.symbols),
+        )
         positions = AccountPositions(self.exchange)
         self.services = StrategyServices(
             orders=ExchangeOrders(self.exchange),
@@ -311,6 +332,8 @@ class Backtest:
         cur = feed.cursor
         bar = feed.bar
         on_bar = self.strategy.on_bar
+        on_bars = self.strategy.on_bars if self.strategy.wants_on_bars() else None
+        tf_ns = feed.tf_ns
         book = self.exchange.book[symbol]
         process = self.exchange.process_bar
         liquidate = self.exchange.check_liquidation
@@ -365,6 +388,8 @@ class Backtest:
                 cur.i = k
                 try:
                     on_bar(bar)
+                    if on_bars is not None:
+                        on_bars(int(T[k]) + tf_ns)
                 except Exception as exc:
                     raise self._failure("on_bar", symbol, exc) from exc
             if progress:
@@ -395,6 +420,8 @@ class Backtest:
         eq = [0.0] * size
         cash_out = [0.0] * size
         on_bar = self.strategy.on_bar
+        on_bars = self.strategy.on_bars if self.strategy.wants_on_bars() else None
+        acted = False
         process = self.exchange.process_bar
         liquidate = self.exchange.check_liquidation
         account = self.account
@@ -450,11 +477,19 @@ class Backtest:
                 cur.i = k
                 if k >= first:
                     self._now = T[k] + tf
+                    acted = True
                     try:
                         on_bar(bar)
                     except Exception as exc:
                         raise self._failure("on_bar", sym, exc) from exc
                 if G[e]:
+                    if on_bars is not None and acted:
+                        self._now = T[k] + tf
+                        try:
+                            on_bars(T[k] + tf)
+                        except Exception as exc:
+                            raise self._failure("on_bars", sym, exc) from exc
+                        acted = False
                     c = account.cash
                     value = 0.0
                     for s2, p in open_positions.items():

@@ -8,10 +8,12 @@ from engine.data.catalog import (
     BAR_SCHEMA,
     FUNDING_SCHEMA,
     MARK_SCHEMA,
+    OPEN_INTEREST_SCHEMA,
     describe,
     load_bars,
     load_funding,
     load_marks,
+    load_open_interest,
 )
 from engine.data.resample import infer_timeframe_ns, resample
 from engine.data.timeparse import to_epoch_ns
@@ -20,11 +22,13 @@ __all__ = [
     "BAR_SCHEMA",
     "FUNDING_SCHEMA",
     "MARK_SCHEMA",
+    "OPEN_INTEREST_SCHEMA",
     "describe",
     "infer_timeframe_ns",
     "load_bars",
     "load_funding",
     "load_marks",
+    "load_open_interest",
     "resample",
     "to_epoch_ns",
 ]

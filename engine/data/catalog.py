@@ -46,6 +46,8 @@ BAR_SCHEMA = pa.schema(
 )
 MARK_SCHEMA = pa.schema([("symbol", pa.string()), ("ts", TS_TYPE), *((c, pa.float64()) for c in PRICE_COLUMNS)])
 FUNDING_SCHEMA = pa.schema([("symbol", pa.string()), ("ts", TS_TYPE), ("rate", pa.float64())])
+OPEN_INTEREST_SCHEMA = pa.schema([("symbol", pa.string()), ("ts", TS_TYPE), ("open_interest", pa.float64())])
+OPEN_INTEREST_COLUMNS = ("open_interest", "sum_open_interest", "oi")
 
 TIME_COLUMNS = ("ts", "timestamp", "open_time", "datetime", "date", "time")
 FUNDING_TIME_COLUMNS = ("funding_time", *TIME_COLUMNS)
@@ -210,6 +212,53 @@ def load_funding(
     keep = np.ones(len(order), dtype=bool)
     keep[1:] = ~keys_equal
     return _output(t.take(pa.array(order[keep])), FUNDING_SCHEMA)
+
+
+def load_open_interest(
+    path: PathLike,
+    symbols: Iterable[str] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    *,
+    exchange: str | None = None,
+) -> pa.Table:
+    """Load open-interest observations (``open_interest``, ``sum_open_interest`` or ``oi``; base units).
+
+    Arguments and time/symbol handling are those of :func:`load_bars`; rows must be increasing in time
+    per symbol.
+
+    Returns:
+        Table ``symbol: string, ts: timestamp[ns, tz=UTC], open_interest: float64`` sorted by (symbol, ts).
+
+    Raises:
+        DataError: as :func:`load_bars`; a NaN, infinite or negative open interest (``'open_interest'``).
+        ParameterError: ``end_ns <= start_ns``.
+    """
+    name, t, has_exchange, time_col = _select(
+        path,
+        {"open_interest": OPEN_INTEREST_COLUMNS},
+        TIME_COLUMNS,
+        symbols=symbols,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=None,
+        exchange=exchange,
+    )
+    oi = t["open_interest"]
+    bad = pc.or_(
+        pc.is_null(oi, nan_is_null=True),
+        pc.or_(pc.fill_null(pc.is_inf(oi), False), pc.fill_null(pc.less(oi, 0.0), False)),
+    )
+    _raise_first(
+        name,
+        "open_interest",
+        t,
+        bad,
+        "NaN, infinite or negative open interest",
+        "open interest must be finite and >= 0",
+    )
+    order = _check_order(name, t, time_col, hint=_exchange_hint(has_exchange, exchange))
+    return _output(t.take(order), OPEN_INTEREST_SCHEMA)
 
 
 def describe(path: PathLike) -> list[dict[str, object]]:

@@ -5,6 +5,7 @@ from engine.strategy import Bar, Compatibility, Field, Strategy, StrategyParams
 
 from engine.execution.orders import BUY, SELL, Fill, Order
 from engine.strategy.base import Compatibility, Field, Strategy, StrategyParams
+from engine.strategy.funding import FundingRates
 from engine.strategy.series import Bar, Series, Tick
 from engine.strategy.services import StrategyServices
 
@@ -15,6 +16,7 @@ __all__ = [
     "Compatibility",
     "Field",
     "Fill",
+    "FundingRates",
     "Order",
     "Series",
     "Strategy",

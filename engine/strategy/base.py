@@ -5,7 +5,8 @@ metadata (``type``, ``display_name``, ``description``, ``version``, ``author``, 
 and a ``Params`` pydantic model whose JSON Schema is published to clients.
 
 Callbacks are synchronous and run on the bot's own thread of control: ``on_init`` once before the
-first bar (request indicators here), ``on_bar`` after each completed bar, ``on_tick`` on each trade
+first bar (request indicators here), ``on_bar`` after each completed bar, ``on_bars`` once per close
+time after all symbols' bars of that time (cross-sectional plugins), ``on_tick`` on each trade
 or quote (live feeds), ``on_order_filled`` on each fill, ``on_stop`` once at the end.
 """
 
@@ -123,6 +124,11 @@ class Strategy:
     def on_bar(self, bar: Bar) -> None:
         """Called after each completed bar of each traded symbol."""
 
+    def on_bars(self, ts_ns: int) -> None:
+        """Called once per bar close time (ns UTC), after ``on_bar`` has run for every symbol whose bar
+        closed then: the place for cross-sectional decisions (rank, rebalance) over all symbols.
+        Runners call it only when a plugin overrides it."""
+
     def on_tick(self, tick: Tick) -> None:
         """Called on each trade/quote update of a live feed."""
 
@@ -131,6 +137,11 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called once when the run or bot stops."""
+
+    @classmethod
+    def wants_on_bars(cls) -> bool:
+        """True when the plugin overrides :meth:`on_bars`."""
+        return cls.on_bars is not Strategy.on_bars
 
 
 __all__ = ["Compatibility", "Field", "Strategy", "StrategyParams"]

@@ -23,6 +23,7 @@ import pyarrow as pa
 from engine.errors import ParameterError
 from engine.indicators.registry import get_indicator, validate_params
 from engine.instruments import Instrument
+from engine.strategy.funding import FundingRates, align_last
 from engine.strategy.series import Bar, Cursor, Series
 from engine.timeframes import timeframe_ns
 
@@ -97,11 +98,20 @@ class SymbolFeed:
 class BarMarketData:
     """MarketDataService over precomputed bar feeds (backtests, and replays of stored bars)."""
 
-    def __init__(self, feeds: dict[str, SymbolFeed], instruments: dict[str, Instrument], timeframe: str) -> None:
+    def __init__(
+        self,
+        feeds: dict[str, SymbolFeed],
+        instruments: dict[str, Instrument],
+        timeframe: str,
+        funding: dict[str, FundingRates] | None = None,
+        open_interest: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         self.feeds = feeds
         self.instruments = instruments
         self._timeframe = timeframe
         self._symbols = list(feeds)
+        self._funding = funding or {}
+        self._oi = open_interest or {}
         #: every series handed to the strategy, per symbol, for the warm-up computation
         self.requested: dict[str, list[np.ndarray]] = {s: [] for s in feeds}
 
@@ -134,6 +144,22 @@ class BarMarketData:
         feed = self._feed(symbol)
         i = feed.cursor.i
         return feed.close[i] if i >= 0 else math.nan
+
+    def funding_rates(self, symbol: str) -> FundingRates | None:
+        """The funding history of ``symbol`` (None when the run has none for it).
+
+        Read it at ``index_at(clock.now_ns())`` or later; see :mod:`engine.strategy.funding`.
+        """
+        return self._funding.get(self._feed(symbol).symbol)
+
+    def open_interest(self, symbol: str) -> Series | None:
+        """Open interest (base units) as of each bar's close, or None when no OI series was given."""
+        feed = self._feed(symbol)
+        obs = self._oi.get(feed.symbol)
+        if obs is None:
+            return None
+        values = align_last(obs[0], obs[1], feed.arrays["ts"] + feed.tf_ns)
+        return Series(f"{feed.symbol}.open_interest", memoryview(np.ascontiguousarray(values)), feed.cursor)  # type: ignore[arg-type]
 
     def _aligned(self, feed: SymbolFeed, values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
         if index is None:

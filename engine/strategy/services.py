@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from engine.execution.account import Position
     from engine.execution.orders import Order
     from engine.instruments import Instrument
+    from engine.strategy.funding import FundingRates
     from engine.strategy.series import Bar, Series
 
 
@@ -110,6 +111,10 @@ class MarketDataService(Protocol):
         source: str | None = None,
         **params: float,
     ) -> Series | tuple[Series, ...]: ...
+
+    def funding_rates(self, symbol: str) -> FundingRates | None: ...
+
+    def open_interest(self, symbol: str) -> Series | None: ...
 
 
 class Clock(Protocol):
