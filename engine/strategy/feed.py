@@ -28,6 +28,15 @@ from engine.strategy.series import Bar, Cursor, Series
 from engine.timeframes import timeframe_ns
 
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
+#: fields a series or a one-input indicator may read: the bar fields and ``quote_volume`` (volume ×
+#: close of the bar, quote currency; an approximation of traded quote notional when the data has none)
+SOURCE_FIELDS = (*BAR_FIELDS, "quote_volume")
+
+
+def _field(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name == "quote_volume":
+        return arrays["volume"] * arrays["close"]
+    return arrays[name]
 
 
 class SymbolFeed:
@@ -175,15 +184,15 @@ class BarMarketData:
         return Series(name, memoryview(values), feed.cursor)  # type: ignore[arg-type]
 
     def series(self, field: str, symbol: str | None = None, *, timeframe: str | None = None) -> Series:
-        """A bar field ("open", "high", "low", "close", "volume", "ts") as a series."""
+        """A bar field ("open", "high", "low", "close", "volume", "quote_volume", "ts") as a series."""
         feed = self._feed(symbol)
-        if field not in (*BAR_FIELDS, "ts"):
-            raise ParameterError("field", f"must be one of {', '.join((*BAR_FIELDS, 'ts'))}, got {field!r}")
+        if field not in (*SOURCE_FIELDS, "ts"):
+            raise ParameterError("field", f"must be one of {', '.join((*SOURCE_FIELDS, 'ts'))}, got {field!r}")
         if timeframe is None or timeframe == feed.timeframe:
-            values = feed.arrays[field].astype(np.float64) if field == "ts" else feed.arrays[field]
+            values = feed.arrays[field].astype(np.float64) if field == "ts" else _field(feed.arrays, field)
             return self._wrap(feed, f"{feed.symbol}.{field}", values)
         htf, index = feed.higher_timeframe(timeframe)
-        values = self._aligned(feed, htf[field].astype(np.float64), index)
+        values = self._aligned(feed, _field(htf, field).astype(np.float64), index)
         return self._wrap(feed, f"{feed.symbol}.{timeframe}.{field}", values)
 
     def indicator(
@@ -213,14 +222,14 @@ class BarMarketData:
                     "source",
                     f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators",
                 )
-            if source not in BAR_FIELDS:
-                raise ParameterError("source", f"must be one of {', '.join(BAR_FIELDS)}, got {source!r}")
+            if source not in SOURCE_FIELDS:
+                raise ParameterError("source", f"must be one of {', '.join(SOURCE_FIELDS)}, got {source!r}")
             inputs = (source,)
         if timeframe is None or timeframe == feed.timeframe:
             arrays, index = feed.arrays, None
         else:
             arrays, index = feed.higher_timeframe(timeframe)
-        out = spec.vectorized(*(arrays[f] for f in inputs), **kwargs)
+        out = spec.vectorized(*(_field(arrays, f) for f in inputs), **kwargs)
         label = f"{feed.symbol}.{timeframe}.{name}" if index is not None else f"{feed.symbol}.{name}"
         if isinstance(out, tuple):
             return tuple(
