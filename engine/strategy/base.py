@@ -47,7 +47,8 @@ def params_error(exc: ValidationError) -> ParameterError:
         rule = err["msg"]
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, ParameterError):  # raised by a validator: keep its own field and rule
-            field, rule = cause.field, cause.rule
+            loc = [str(x) for x in err["loc"]]
+            field, rule = ".".join([*loc, cause.field]) if loc else cause.field, cause.rule
         elif err["type"] == "value_error":
             rule = rule.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
