@@ -48,7 +48,9 @@ def params_error(exc: ValidationError) -> ParameterError:
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, ParameterError):  # raised by a validator: keep its own field and rule
             loc = [str(x) for x in err["loc"]]
-            field, rule = ".".join([*loc, cause.field]) if loc else cause.field, cause.rule
+            if loc and loc[-1] == cause.field.split(".")[0]:
+                loc.pop()  # a field validator naming its own field
+            field, rule = ".".join([*loc, cause.field]), cause.rule
         elif err["type"] == "value_error":
             rule = rule.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
