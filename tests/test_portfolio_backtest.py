@@ -298,3 +298,17 @@ strategies:
 """,
     )
     assert load_portfolio_config(path).allocations() == {"t": 30.0, "s": 20.0, "c": 20.0, "m": 30.0}
+
+
+def test_shipped_four_strategy_portfolio_trades_and_reconciles() -> None:
+    config = Path(__file__).resolve().parents[1] / "configs" / "portfolio_crypto4.yaml"
+    bt = build_backtest(load_portfolio_config(config), REGISTRY)
+    result = bt.run()
+    traded = {name: m["trades"] for name, m in result.strategy_metrics.items()}
+    assert set(traded) == {"trend", "scalper", "carry", "momentum"}
+    assert all(n > 0 for n in traded.values()), traded
+    assert result.allocations == {"trend": 30.0, "scalper": 20.0, "carry": 20.0, "momentum": 30.0}
+    assert assert_portfolio_reconciles(bt, result) == 4 * result.equity.num_rows
+    assert result.funding.num_rows > 0 and result.snapshots.num_rows > 0
+    names = set(result.correlation)
+    assert names == set(traded) and all(set(row) == names for row in result.correlation.values())
