@@ -11,13 +11,17 @@
 
 Bad input (data files, strategy types, parameters, dates) exits with status 2 and one line on
 stderr, without a traceback.
+
+The installed ``tradectl`` script is :func:`actors.cli.main`: it adds ``tradectl sweep`` (batch
+backtests on Ray) through ``build_parser(commands=...)`` and dispatches with :func:`run`, so that this
+module never imports Ray. :func:`main` here serves every command above.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -249,7 +253,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
+    """The ``tradectl`` parser; each of ``commands`` is called with the sub-command action
+    (``argparse._SubParsersAction``) to add its own sub-commands (with ``set_defaults(func=...)``)."""
     parser = _Parser(prog="tradectl", description="Actor-based trading engine: control and backtests.")
     parser.add_argument("--strategies-dir", action="append", help="extra strategy plugin folder (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,13 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = dsub.add_parser(name)
         p.add_argument("--db", help="store URL (env TRADE_DB_URL; default: DuckDB file under ./data)")
         p.set_defaults(func=func)
+    for add in commands:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tradectl``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of ``tradectl`` without the Ray commands; returns the exit status."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; engine errors become one ``error:`` line and exit status 2."""
     try:
         return int(args.func(args))
     except EngineError as exc:

@@ -8,6 +8,9 @@ Typical use::
         run_id = store.save_backtest(result)
         again = store.load_backtest(run_id)
 
+Sweeps (batches of runs, see ``actors.sweep``) are stored as a :class:`SweepRecord` plus a runs table with
+:data:`SWEEP_RUNS_SCHEMA` (``save_sweep``, ``save_sweep_runs``, ``finish_sweep``, ``load_sweep_runs``).
+
 The backend classes live in :mod:`engine.store.duckdb_store` and :mod:`engine.store.postgres_store`
 and are imported lazily by :func:`open_store`.
 """
@@ -22,6 +25,18 @@ from engine.store.migrations import (
     migration_status,
     pending_migrations,
 )
+from engine.store.sweeps import (
+    SWEEP_FLOAT_METRICS,
+    SWEEP_INT_METRICS,
+    SWEEP_RUN_COLUMNS,
+    SWEEP_RUNS_SCHEMA,
+    SweepRecord,
+    canonical_json,
+    empty_sweep_runs,
+    prepare_sweep_runs,
+    sweep_run_row,
+    sweep_runs_table,
+)
 from engine.store.url import (
     ENV_DATA_DIR,
     ENV_DB_URL,
@@ -34,20 +49,30 @@ from engine.store.url import (
 __all__ = [
     "ENV_DATA_DIR",
     "ENV_DB_URL",
+    "SWEEP_FLOAT_METRICS",
+    "SWEEP_INT_METRICS",
+    "SWEEP_RUNS_SCHEMA",
+    "SWEEP_RUN_COLUMNS",
     "MigrationFile",
     "MigrationStatus",
     "PreparedRun",
     "Store",
     "StoreURL",
     "StoreValueError",
+    "SweepRecord",
     "apply_migrations",
+    "canonical_json",
     "default_migrations_dir",
     "discover_migrations",
+    "empty_sweep_runs",
     "migration_status",
     "open_store",
     "parse_store_url",
     "pending_migrations",
     "prepare_run",
+    "prepare_sweep_runs",
     "resolve_data_dir",
     "resolve_store_url",
+    "sweep_run_row",
+    "sweep_runs_table",
 ]

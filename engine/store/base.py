@@ -9,6 +9,10 @@ timestamp that is not a whole number of microseconds is rejected rather than sil
 The schema is created by numbered SQL migrations (see :mod:`engine.store.migrations`). Opening a store
 never migrates implicitly unless asked (``open_store(..., migrate=True)``); reading or writing backtests
 on a store with pending migrations raises :class:`StoreError` asking to run ``tradectl db migrate``.
+
+It also persists sweeps (batches of backtests run as Ray tasks by ``actors.sweep``): one ``sweeps`` row
+per sweep (:class:`~engine.store.sweeps.SweepRecord`) and one ``sweep_runs`` row per run, written from
+and read back as Arrow tables with :data:`~engine.store.sweeps.SWEEP_RUNS_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -31,12 +35,24 @@ import pyarrow.compute as pc
 
 from engine.backtest.result import EQUITY_SCHEMA, FILLS_SCHEMA, TRADES_SCHEMA, BacktestResult
 from engine.errors import ParameterError, StoreError
+from engine.store.errors import StoreValueError
 from engine.store.migrations import (
     MigrationConnection,
     MigrationStatus,
     apply_migrations,
     migration_status,
     pending_migrations,
+)
+from engine.store.sweeps import (
+    RUN_STATUSES,
+    SWEEP_JSON_COLUMNS,
+    SWEEP_RUN_COLUMNS,
+    SWEEP_RUNS_SCHEMA,
+    SWEEP_STATUSES,
+    SweepRecord,
+    prepare_sweep,
+    prepare_sweep_runs,
+    recanonical_json,
 )
 from engine.store.url import StoreURL, resolve_store_url
 
@@ -88,16 +104,6 @@ RUN_NUMERIC_COLUMNS = (
     "funding_paid",
 )
 _MIGRATE_HINT = "run `tradectl db migrate` (or open_store(..., migrate=True))"
-
-
-class StoreValueError(StoreError):
-    """A value cannot be stored: ``table`` and ``column`` name it, ``rule`` says why. Nothing was written."""
-
-    def __init__(self, table: str, column: str, rule: str) -> None:
-        self.table = table
-        self.column = column
-        self.rule = rule
-        super().__init__(f"{table}.{column}: {rule}; nothing was saved")
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,145 @@ class Store(ABC):
                 raise StoreError(f"listing backtests failed: {_describe(exc)}") from exc
             return [_summary(r) for r in rows]
 
+    # ---------------------------------------------------------------- sweeps
+
+    def save_sweep(self, sweep: SweepRecord) -> SweepRecord:
+        """Insert a sweep's row, or, when ``sweep_id`` is already stored (the same name and config),
+        set its ``status`` and ``runs_planned`` and touch ``updated_at``; return the stored record.
+
+        Raises:
+            StoreValueError: naming the column when a value cannot be stored (nothing is written).
+            StoreError: if the schema is not migrated or the database fails.
+        """
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            row = prepare_sweep(sweep)
+            try:
+                self._upsert_sweep(row, datetime.now(UTC))
+            except Exception as exc:
+                raise StoreError(f"saving sweep {sweep.sweep_id} failed, nothing was saved: {_describe(exc)}") from exc
+            return self.load_sweep(sweep.sweep_id)
+
+    def save_sweep_runs(self, sweep_id: str, runs: pa.Table) -> int:
+        """Upsert runs (a table with :data:`~engine.store.sweeps.SWEEP_RUNS_SCHEMA`) of a stored sweep in
+        one transaction; a run whose ``run_key`` is already stored is replaced. Return the rows written.
+
+        Raises:
+            StoreValueError: naming the column and row when a value cannot be stored.
+            StoreError: if the sweep is not stored, the schema is not migrated or the database fails.
+                In every error case nothing is written.
+        """
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            _text_arg("sweep_id", sweep_id)
+            table = prepare_sweep_runs(runs)
+            if table.num_rows == 0:
+                return 0
+            try:
+                if self._fetch_sweep(sweep_id) is None:
+                    raise StoreError(f"no sweep with sweep_id '{sweep_id}': save_sweep first; nothing was saved")
+                self._write_sweep_runs(sweep_id, table, datetime.now(UTC))
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"saving runs of sweep {sweep_id} failed, nothing was saved: {_describe(exc)}"
+                ) from exc
+            return table.num_rows
+
+    def finish_sweep(self, sweep_id: str, status: str = "finished") -> SweepRecord:
+        """Set a sweep's ``status`` ("finished", "interrupted" or "running"), recount ``runs_ok`` and
+        ``runs_failed`` from its stored runs, touch ``updated_at``; return the updated record.
+
+        Raises:
+            StoreValueError: an unknown status.
+            StoreError: if no sweep has this id, the schema is not migrated or the database fails.
+        """
+        if status not in SWEEP_STATUSES:
+            raise StoreValueError("sweeps", "status", f"must be one of {', '.join(SWEEP_STATUSES)}, got {status!r}")
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            _text_arg("sweep_id", sweep_id)
+            try:
+                found = self._update_sweep_status(sweep_id, status, datetime.now(UTC))
+            except Exception as exc:
+                raise StoreError(f"updating sweep {sweep_id} failed: {_describe(exc)}") from exc
+            if not found:
+                raise StoreError(f"no sweep with sweep_id '{sweep_id}' in {self._url.redacted()}")
+            return self.load_sweep(sweep_id)
+
+    def load_sweep(self, sweep_id: str) -> SweepRecord:
+        """The stored sweep record (config as a dict, timestamps as aware UTC datetimes).
+
+        Raises:
+            StoreError: if no sweep has this id, the schema is not migrated or the database fails.
+        """
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            _text_arg("sweep_id", sweep_id)
+            try:
+                row = self._fetch_sweep(sweep_id)
+            except Exception as exc:
+                raise StoreError(f"loading sweep {sweep_id} failed: {_describe(exc)}") from exc
+            if row is None:
+                raise StoreError(f"no sweep with sweep_id '{sweep_id}' in {self._url.redacted()}")
+            return _sweep_record(row)
+
+    def find_sweep(self, sweep_id: str) -> SweepRecord | None:
+        """Like :meth:`load_sweep`, but None when no sweep has this id."""
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            _text_arg("sweep_id", sweep_id)
+            try:
+                row = self._fetch_sweep(sweep_id)
+            except Exception as exc:
+                raise StoreError(f"loading sweep {sweep_id} failed: {_describe(exc)}") from exc
+            return None if row is None else _sweep_record(row)
+
+    def load_sweep_runs(self, sweep_id: str, status: str | None = None) -> pa.Table:
+        """A sweep's stored runs ordered by ``seq`` then ``run_key``, as a table with
+        :data:`~engine.store.sweeps.SWEEP_RUNS_SCHEMA` (NUMERIC → float64, JSON as canonical text);
+        only runs with ``status`` ("ok" or "failed") when given. Empty for an unknown sweep.
+
+        Raises:
+            StoreValueError: an unknown status.
+            StoreError: if the schema is not migrated or the database fails.
+        """
+        if status is not None and status not in RUN_STATUSES:
+            raise StoreValueError("sweep_runs", "status", f"must be 'ok' or 'failed', got {status!r}")
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            _text_arg("sweep_id", sweep_id)
+            try:
+                table = self._fetch_sweep_runs(sweep_id, status)
+            except Exception as exc:
+                raise StoreError(f"loading runs of sweep {sweep_id} failed: {_describe(exc)}") from exc
+            return _canonical_runs(table)
+
+    def list_sweeps(self, limit: int = 20) -> list[SweepRecord]:
+        """The newest ``limit`` sweeps (by ``created_at``, newest first).
+
+        Raises:
+            ParameterError: ``limit`` is not an int between 1 and 100000.
+            StoreError: the schema is not migrated or the database fails.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ParameterError("limit", f"must be an integer between 1 and 100000, got {limit!r}")
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            try:
+                rows = self._fetch_sweeps(limit)
+            except Exception as exc:
+                raise StoreError(f"listing sweeps failed: {_describe(exc)}") from exc
+            return [_sweep_record(r) for r in rows]
+
     # ---------------------------------------------------------------- backend hooks
 
     @abstractmethod
@@ -316,6 +461,31 @@ class Store(ABC):
     @abstractmethod
     def _fetch_summaries(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` runs as dicts of SUMMARY_COLUMNS (raw database values)."""
+
+    @abstractmethod
+    def _upsert_sweep(self, row: dict[str, Any], now: datetime) -> None:
+        """Insert the ``sweeps`` row (created_at = updated_at = ``now``), or update status,
+        runs_planned and updated_at of the stored one."""
+
+    @abstractmethod
+    def _update_sweep_status(self, sweep_id: str, status: str, now: datetime) -> bool:
+        """Set status, updated_at and recount runs_ok / runs_failed; False when the sweep is not stored."""
+
+    @abstractmethod
+    def _write_sweep_runs(self, sweep_id: str, table: pa.Table, now: datetime) -> None:
+        """Upsert validated runs (SWEEP_RUNS_SCHEMA) with finished_at = ``now``, in one transaction."""
+
+    @abstractmethod
+    def _fetch_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        """The ``sweeps`` row: config as JSON text, created_at/updated_at as epoch microseconds (int)."""
+
+    @abstractmethod
+    def _fetch_sweeps(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` ``sweeps`` rows, as :meth:`_fetch_sweep` returns them."""
+
+    @abstractmethod
+    def _fetch_sweep_runs(self, sweep_id: str, status: str | None) -> pa.Table:
+        """The sweep's runs ordered by seq, run_key, cast to SWEEP_RUNS_SCHEMA."""
 
 
 # -------------------------------------------------------------------- open_store
@@ -596,3 +766,54 @@ def _summary(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -------------------------------------------------------------------- sweeps helpers
+
+#: Columns of the ``sweeps`` table as backends return them from ``_fetch_sweep``.
+SWEEP_COLUMNS = (
+    "sweep_id",
+    "name",
+    "kind",
+    "method",
+    "seed",
+    "config",
+    "status",
+    "runs_planned",
+    "runs_ok",
+    "runs_failed",
+    "created_at",
+    "updated_at",
+)
+
+
+def _text_arg(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ParameterError(name, f"must be a non-empty string, got {value!r}")
+
+
+def _sweep_record(row: Mapping[str, Any]) -> SweepRecord:
+    return SweepRecord(
+        sweep_id=row["sweep_id"],
+        name=row["name"],
+        kind=row["kind"],
+        method=row["method"],
+        seed=int(row["seed"]),
+        config=orjson.loads(row["config"]),
+        runs_planned=int(row["runs_planned"]),
+        status=row["status"],
+        runs_ok=int(row["runs_ok"]),
+        runs_failed=int(row["runs_failed"]),
+        created_at=_EPOCH + timedelta(microseconds=int(row["created_at"])),
+        updated_at=_EPOCH + timedelta(microseconds=int(row["updated_at"])),
+    )
+
+
+def _canonical_runs(table: pa.Table) -> pa.Table:
+    """Cast a runs table read from a database to SWEEP_RUNS_SCHEMA with canonical JSON text."""
+    table = table.select(list(SWEEP_RUN_COLUMNS)).cast(SWEEP_RUNS_SCHEMA)
+    for name in SWEEP_JSON_COLUMNS:
+        i = table.schema.get_field_index(name)
+        values = [recanonical_json(v) for v in table[name].to_pylist()]
+        table = table.set_column(i, SWEEP_RUNS_SCHEMA.field(name), pa.array(values, pa.string()))
+    return table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from engine.store.base import (
     ROW_KEYS,
     RUN_NUMERIC_COLUMNS,
     SUMMARY_COLUMNS,
+    SWEEP_COLUMNS,
     TIMESTAMP_COLUMNS,
     PreparedRun,
     Store,
@@ -28,6 +30,7 @@ from engine.store.base import (
     duplicate_run,
 )
 from engine.store.migrations import MigrationConnection
+from engine.store.sweeps import SWEEP_FLOAT_METRICS, SWEEP_JSON_COLUMNS, SWEEP_RUN_COLUMNS
 from engine.store.url import StoreURL
 
 _RUN_COLUMNS = (
@@ -253,3 +256,109 @@ class DuckDBStore(Store):
             [limit],
         ).fetchall()
         return [dict(zip(SUMMARY_COLUMNS, r, strict=True)) for r in rows]
+
+    # ---------------------------------------------------------------- sweeps
+
+    def _upsert_sweep(self, row: dict[str, Any], now: datetime) -> None:
+        with _transaction(self._con):
+            exists = self._con.execute("SELECT 1 FROM sweeps WHERE sweep_id = ?", [row["sweep_id"]]).fetchall()
+            if exists:
+                self._con.execute(
+                    "UPDATE sweeps SET status = ?, runs_planned = ?, updated_at = ? WHERE sweep_id = ?",
+                    [row["status"], row["runs_planned"], now, row["sweep_id"]],
+                )
+                return
+            self._con.execute(
+                "INSERT INTO sweeps (sweep_id, name, kind, method, seed, config, status, runs_planned, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?)",
+                [
+                    row["sweep_id"],
+                    row["name"],
+                    row["kind"],
+                    row["method"],
+                    row["seed"],
+                    row["config"],
+                    row["status"],
+                    row["runs_planned"],
+                    now,
+                    now,
+                ],
+            )
+
+    def _update_sweep_status(self, sweep_id: str, status: str, now: datetime) -> bool:
+        # No RETURNING here: DuckDB then rewrites the row as delete + insert, which its foreign keys refuse.
+        with _transaction(self._con):
+            if not self._con.execute("SELECT 1 FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchall():
+                return False
+            counts = self._con.execute(
+                "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'failed') "
+                "FROM sweep_runs WHERE sweep_id = ?",
+                [sweep_id],
+            ).fetchall()[0]
+            self._con.execute(
+                "UPDATE sweeps SET status = ?, updated_at = ?, runs_ok = ?, runs_failed = ? WHERE sweep_id = ?",
+                [status, now, int(counts[0]), int(counts[1]), sweep_id],
+            )
+        return True
+
+    def _write_sweep_runs(self, sweep_id: str, table: pa.Table, now: datetime) -> None:
+        exprs = []
+        for name in SWEEP_RUN_COLUMNS:
+            if name in SWEEP_FLOAT_METRICS:
+                exprs.append(_to_decimal(name))
+            elif name in SWEEP_JSON_COLUMNS:
+                exprs.append(f"CAST({name} AS JSON)")
+            else:
+                exprs.append(name)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*SWEEP_RUN_COLUMNS, "finished_at") if c != "run_key")
+        view = f"_tradengine_sweep_runs_{uuid.uuid4().hex}"
+        self._con.register(view, table)
+        try:
+            with _transaction(self._con):
+                self._con.execute(
+                    f"INSERT INTO sweep_runs (sweep_id, {', '.join(SWEEP_RUN_COLUMNS)}, finished_at) "
+                    f"SELECT ?, {', '.join(exprs)}, ? FROM {view} "
+                    f"ON CONFLICT (sweep_id, run_key) DO UPDATE SET {updates}",
+                    [sweep_id, now],
+                )
+        finally:
+            self._con.unregister(view)
+
+    def _sweep_select(self) -> str:
+        select = []
+        for c in SWEEP_COLUMNS:
+            if c in ("created_at", "updated_at"):
+                select.append(f"epoch_us({c}) AS {c}")
+            elif c == "config":
+                select.append("CAST(config AS VARCHAR) AS config")
+            else:
+                select.append(c)
+        return ", ".join(select)
+
+    def _fetch_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        rows = self._con.execute(f"SELECT {self._sweep_select()} FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchall()
+        return dict(zip(SWEEP_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def _fetch_sweeps(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._con.execute(
+            f"SELECT {self._sweep_select()} FROM sweeps ORDER BY created_at DESC, sweep_id DESC LIMIT ?", [limit]
+        ).fetchall()
+        return [dict(zip(SWEEP_COLUMNS, r, strict=True)) for r in rows]
+
+    def _fetch_sweep_runs(self, sweep_id: str, status: str | None) -> pa.Table:
+        select = []
+        for name in SWEEP_RUN_COLUMNS:
+            if name in SWEEP_FLOAT_METRICS:
+                select.append(f"CAST({name} AS DOUBLE) AS {name}")
+            elif name in SWEEP_JSON_COLUMNS:
+                select.append(f"CAST({name} AS VARCHAR) AS {name}")
+            else:
+                select.append(name)
+        where, params = "sweep_id = ?", [sweep_id]
+        if status is not None:
+            where += " AND status = ?"
+            params.append(status)
+        rel = self._con.sql(
+            f"SELECT {', '.join(select)} FROM sweep_runs WHERE {where} ORDER BY seq, run_key", params=params
+        )
+        return rel.to_arrow_table()

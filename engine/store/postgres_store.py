@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from engine.store.base import (
     ROW_KEYS,
     RUN_NUMERIC_COLUMNS,
     SUMMARY_COLUMNS,
+    SWEEP_COLUMNS,
     TIMESTAMP_COLUMNS,
     PreparedRun,
     Store,
@@ -33,6 +35,7 @@ from engine.store.base import (
     duplicate_run,
 )
 from engine.store.migrations import MigrationConnection
+from engine.store.sweeps import SWEEP_FLOAT_METRICS, SWEEP_JSON_COLUMNS, SWEEP_RUN_COLUMNS, SWEEP_RUNS_SCHEMA
 from engine.store.url import StoreURL
 
 #: Advisory lock key taken by every migration transaction (any constant unique to this application).
@@ -254,3 +257,120 @@ class PostgresStore(Store):
                 (limit,),
             )
             return list(cur.fetchall())
+
+    # ---------------------------------------------------------------- sweeps
+
+    def _upsert_sweep(self, row: dict[str, Any], now: datetime) -> None:
+        with self._conn.transaction():
+            self._conn.execute(
+                "INSERT INTO sweeps (sweep_id, name, kind, method, seed, config, status, runs_planned, "
+                "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) "
+                "ON CONFLICT (sweep_id) DO UPDATE SET status = EXCLUDED.status, "
+                "runs_planned = EXCLUDED.runs_planned, updated_at = EXCLUDED.updated_at",
+                (
+                    row["sweep_id"],
+                    row["name"],
+                    row["kind"],
+                    row["method"],
+                    row["seed"],
+                    row["config"],
+                    row["status"],
+                    row["runs_planned"],
+                    now,
+                    now,
+                ),
+            )
+
+    def _update_sweep_status(self, sweep_id: str, status: str, now: datetime) -> bool:
+        with self._conn.transaction():
+            found = self._conn.execute(
+                "UPDATE sweeps SET status = %s, updated_at = %s, "
+                "runs_ok = (SELECT count(*) FROM sweep_runs r WHERE r.sweep_id = sweeps.sweep_id "
+                "AND r.status = 'ok'), "
+                "runs_failed = (SELECT count(*) FROM sweep_runs r WHERE r.sweep_id = sweeps.sweep_id "
+                "AND r.status = 'failed') "
+                "WHERE sweep_id = %s RETURNING sweep_id",
+                (status, now, sweep_id),
+            ).fetchone()
+        return found is not None
+
+    def _write_sweep_runs(self, sweep_id: str, table: pa.Table, now: datetime) -> None:
+        cols = ", ".join(SWEEP_RUN_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*SWEEP_RUN_COLUMNS, "finished_at") if c != "run_key")
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+        data = sink.getvalue()
+        with self._conn.transaction():
+            self._conn.execute(
+                f"CREATE TEMP TABLE _sweep_runs_stage ON COMMIT DROP AS SELECT {cols} FROM sweep_runs WITH NO DATA"
+            )
+            with (
+                self._conn.cursor() as cur,
+                cur.copy(f"COPY _sweep_runs_stage ({cols}) FROM STDIN (FORMAT csv)".encode()) as copy,
+            ):
+                copy.write(memoryview(data))
+            self._conn.execute(
+                f"INSERT INTO sweep_runs (sweep_id, {cols}, finished_at) "
+                f"SELECT %s, {cols}, %s FROM _sweep_runs_stage "
+                f"ON CONFLICT (sweep_id, run_key) DO UPDATE SET {updates}".encode(),
+                (sweep_id, now),
+            )
+
+    def _sweep_select(self) -> str:
+        select = []
+        for c in SWEEP_COLUMNS:
+            if c in ("created_at", "updated_at"):
+                select.append(f"{_EPOCH_US.format(c=c)} AS {c}")
+            elif c == "config":
+                select.append("config::text AS config")
+            else:
+                select.append(c)
+        return ", ".join(select)
+
+    def _fetch_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT {self._sweep_select()} FROM sweeps WHERE sweep_id = %s".encode(), (sweep_id,))
+            return cur.fetchone()
+
+    def _fetch_sweeps(self, limit: int) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT {self._sweep_select()} FROM sweeps ORDER BY created_at DESC, sweep_id DESC LIMIT %s".encode(),
+                (limit,),
+            )
+            return list(cur.fetchall())
+
+    def _fetch_sweep_runs(self, sweep_id: str, status: str | None) -> pa.Table:
+        select = []
+        for name in SWEEP_RUN_COLUMNS:
+            if name in SWEEP_FLOAT_METRICS:
+                select.append(f"{name}::float8")
+            elif name in SWEEP_JSON_COLUMNS:
+                select.append(f"{name}::text")
+            else:
+                select.append(name)
+        where, params = "sweep_id = %s", [sweep_id]
+        if status is not None:
+            where += " AND status = %s"
+            params.append(status)
+        query = (
+            f"COPY (SELECT {', '.join(select)} FROM sweep_runs WHERE {where} "
+            "ORDER BY seq, run_key) TO STDOUT (FORMAT csv)"
+        )
+        buf = io.BytesIO()
+        with self._conn.cursor() as cur, cur.copy(query.encode(), params) as copy:
+            for chunk in copy:
+                buf.write(chunk)
+        if buf.tell() == 0:
+            return SWEEP_RUNS_SCHEMA.empty_table()
+        buf.seek(0)
+        return pacsv.read_csv(
+            buf,
+            read_options=pacsv.ReadOptions(column_names=list(SWEEP_RUN_COLUMNS)),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in SWEEP_RUNS_SCHEMA},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
