@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.backtest.metrics import compute_metrics, drawdown_series
-from engine.backtest.result import FILLS_SCHEMA, FUNDING_SCHEMA, TRADES_SCHEMA, TS
-from engine.backtest.runner import _table
+from engine.backtest.result import EQUITY_SCHEMA, FILLS_SCHEMA, FUNDING_SCHEMA, TRADES_SCHEMA, TS, BacktestResult
+from engine.backtest.runner import _table, trade_hash
 from engine.errors import ParameterError, StrategyRuntimeError
 from engine.execution.orders import Fill
 from engine.instruments import Instrument
@@ -92,6 +93,7 @@ class SleeveSpec:
     marks: pa.Table | None = None
     open_interest: pa.Table | None = None
     warmup: int = 0
+    data_path: str = ""
 
 
 @dataclass
@@ -128,6 +130,52 @@ class PortfolioResult:
     snapshots: pa.Table
     trade_hash: str
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def sleeve_result(self, name: str) -> BacktestResult:
+        """One strategy instance's part of the run as a :class:`BacktestResult` (its sub-ledger:
+        fills, trades, funding and equity curve, with its own metrics and trade hash).
+
+        Raises:
+            ParameterError: unknown strategy name.
+        """
+        if name not in self.strategies:
+            raise ParameterError("strategy", f"unknown strategy {name!r} (known: {', '.join(self.strategies)})")
+
+        def own(table: pa.Table) -> pa.Table:
+            return table.filter(pc.equal(table.column("strategy"), name)).drop_columns(["strategy"])
+
+        curve = own(self.strategy_equity)
+        cash = curve.column("cash")
+        equity = pa.table(
+            {
+                "ts": curve.column("ts"),
+                "cash": cash,
+                "position_value": pc.subtract(curve.column("equity"), cash),
+                "equity": curve.column("equity"),
+                "gross_exposure": curve.column("gross_exposure"),
+            },
+            schema=EQUITY_SCHEMA,
+        )
+        fills = own(self.fills).cast(FILLS_SCHEMA)
+        info = self.strategies[name]
+        ts = equity.column("ts").cast(pa.int64())
+        return BacktestResult(
+            strategy_type=info["type"],
+            params=info["params"],
+            symbols=list(info["symbols"]),
+            timeframe=info["timeframe"],
+            start_ns=int(ts[0].as_py()) if len(ts) else 0,
+            end_ns=int(ts[-1].as_py()) if len(ts) else 0,
+            data_path=str(info.get("data_path", "")),
+            initial_cash=self.capital * self.allocations[name] / 100.0,
+            metrics=self.strategy_metrics[name],
+            fills=fills,
+            trades=own(self.trades).cast(TRADES_SCHEMA),
+            equity=equity,
+            trade_hash=trade_hash(fills),
+            settings={"portfolio": self.name, "strategy": name, "allocation_pct": self.allocations[name]},
+            funding=own(self.funding).cast(FUNDING_SCHEMA),
+        )
 
 
 class PortfolioBacktest:
@@ -191,7 +239,9 @@ class PortfolioBacktest:
             ctx.sleeves.append(sleeve)
             sleeve.exchange.listeners.append(self._fill_listener(sleeve))
         self.sleeves = ctx.sleeves
+        self._data_paths = {spec.name: spec.data_path for spec in specs}
         self._trade_closed = False
+        self._sleeve_cash: list[list[float]] = []
 
     # ------------------------------------------------------------------ callbacks
     def _failure(self, sleeve: Sleeve, callback: str, symbol: str, exc: Exception) -> StrategyRuntimeError:
@@ -341,6 +391,7 @@ class PortfolioBacktest:
         ts_out: list[int] = []
         cash_out: list[float] = []
         eq_out: list[list[float]] = [[] for _ in sleeves]
+        sleeve_cash: list[list[float]] = [[] for _ in sleeves]
         gross_out: list[list[float]] = [[] for _ in sleeves]
         acted = [False] * len(sleeves)
         for e in range(len(CT)):
@@ -389,6 +440,7 @@ class PortfolioBacktest:
                 equities[names[i]] = cash + value
                 cash_total += cash
                 eq_out[i].append(cash + value)
+                sleeve_cash[i].append(cash)
                 gross_out[i].append(gross)
                 acted[i] = False
             ts_out.append(now)
@@ -399,6 +451,7 @@ class PortfolioBacktest:
                 self._trade_closed = False
                 if len(manager.snapshots) == snaps:
                     manager.snapshot(now, reason="trade_close")
+        self._sleeve_cash = sleeve_cash
         return ts_out, cash_out, eq_out, gross_out
 
     # ------------------------------------------------------------------ result
@@ -461,7 +514,7 @@ class PortfolioBacktest:
                     {
                         "ts": pa.array(ts, pa.int64()).cast(TS),
                         "strategy": pa.array([sleeve.name] * len(ts), pa.string()),
-                        "cash": np.full(len(ts), np.nan),
+                        "cash": np.asarray(self._sleeve_cash[i], dtype=np.float64),
                         "equity": eq[i],
                         "gross_exposure": gross[i],
                         "drawdown_pct": -drawdown_series(eq[i], acc.initial_cash) if len(ts) else eq[i],
@@ -492,6 +545,7 @@ class PortfolioBacktest:
                     "timeframe": s.timeframe,
                     "symbols": list(s.symbols),
                     "params": s.params.model_dump(mode="json"),
+                    "data_path": self._data_paths[s.name],
                 }
                 for s in self.sleeves
             },

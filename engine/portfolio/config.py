@@ -393,6 +393,7 @@ def build_backtest(config: PortfolioConfig, registry: StrategyRegistry) -> Portf
                 marks=_only(data["marks"], traded),
                 open_interest=_only(data["open_interest"], traded),
                 warmup=s.warmup,
+                data_path=str(config.datasets[s.dataset].bars),
             )
         )
     return PortfolioBacktest(
