@@ -45,6 +45,7 @@ def assert_portfolio_reconciles(bt: PortfolioBacktest, result: PortfolioResult) 
     curves = result.strategy_equity
     c_name = curves.column("strategy").to_pylist()
     c_eq = curves.column("equity").to_numpy()
+    c_cash = curves.column("cash").to_numpy()
     total = np.full(len(steps), bt.manager.reserve)
     checked = 0
     for sleeve in bt.sleeves:
@@ -60,7 +61,9 @@ def assert_portfolio_reconciles(bt: PortfolioBacktest, result: PortfolioResult) 
                 k = int(np.searchsorted(opens, t, side="left"))
                 events.append((int(opens[k]) + tf, 0, i, row))
         events.sort(key=lambda e: (e[0], e[1], e[2]))
-        expected = c_eq[[n == name for n in c_name]]
+        mine = [n == name for n in c_name]
+        expected = c_eq[mine]
+        expected_cash = c_cash[mine]
         assert len(expected) == len(steps)
         cash = sleeve.account.initial_cash
         qty: dict[str, float] = {}
@@ -106,6 +109,7 @@ def assert_portfolio_reconciles(bt: PortfolioBacktest, result: PortfolioResult) 
                     ref = avg[s] if perpetual[s] else 0.0
                     value += q * (mark - ref) * mult[s]
             equity = cash + value
+            assert abs(cash - expected_cash[r]) <= TOL * max(1.0, abs(cash) / 1e4), (name, r, t, cash, expected_cash[r])
             assert abs(equity - expected[r]) <= TOL * max(1.0, abs(equity) / 1e4), (name, r, t, equity, expected[r])
             total[r] += equity
             checked += 1
