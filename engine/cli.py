@@ -6,6 +6,7 @@
         [--param k=v ...] [--params JSON] [--cash N] [--fee-bps N] [--slippage-bps N] [--lot-size N]
         [--tick-size N] [--funding PATH] [--marks PATH] [--open-interest PATH] [--market spot|perpetual] [--leverage N]
         [--out DIR] [--db URL] [--no-store] [--json]
+    tradectl backtest-portfolio CONFIG [--out DIR] [--db URL] [--no-store] [--json]
     tradectl db migrate [--db URL]
     tradectl db status [--db URL]
 
@@ -302,6 +303,9 @@ def build_parser(commands: Sequence[Callable[[Any], None]] = ()) -> argparse.Arg
         p = dsub.add_parser(name)
         p.add_argument("--db", help="store URL (env TRADE_DB_URL; default: DuckDB file under ./data)")
         p.set_defaults(func=func)
+    from engine.portfolio.cli import add_command as add_backtest_portfolio
+
+    add_backtest_portfolio(sub)
     for add in commands:
         add(sub)
     return parser

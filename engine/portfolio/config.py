@@ -240,8 +240,13 @@ def _read(path: Path) -> dict[str, Any]:
             raw = yaml.safe_load(text)
         else:
             raise ParameterError("config", f"{path}: must end in .yaml, .yml or .toml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ParameterError("config", f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError("config", f"{path}: not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParameterError("config", f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ParameterError("config", f"{path}: must be a mapping at the top level")
     return raw
