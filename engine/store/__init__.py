@@ -11,6 +11,10 @@ Typical use::
 Sweeps (batches of runs, see ``actors.sweep``) are stored as a :class:`SweepRecord` plus a runs table with
 :data:`SWEEP_RUNS_SCHEMA` (``save_sweep``, ``save_sweep_runs``, ``finish_sweep``, ``load_sweep_runs``).
 
+Portfolio backtests (``save_portfolio``, ``load_portfolio``, ``list_portfolios``) are described in
+:mod:`engine.store.portfolios` (imported with the backends, not by this package, since it loads the
+portfolio engine), which also holds the loaded record :class:`~engine.store.portfolios.StoredPortfolio`.
+
 The backend classes live in :mod:`engine.store.duckdb_store` and :mod:`engine.store.postgres_store`
 and are imported lazily by :func:`open_store`.
 """

@@ -13,6 +13,11 @@ on a store with pending migrations raises :class:`StoreError` asking to run ``tr
 It also persists sweeps (batches of backtests run as Ray tasks by ``actors.sweep``): one ``sweeps`` row
 per sweep (:class:`~engine.store.sweeps.SweepRecord`) and one ``sweep_runs`` row per run, written from
 and read back as Arrow tables with :data:`~engine.store.sweeps.SWEEP_RUNS_SCHEMA`.
+
+And portfolio backtests (:class:`~engine.portfolio.backtest.PortfolioResult`): one
+``backtest_portfolios`` row, the portfolio's equity curve, event log, risk rejections and snapshots,
+and every strategy instance as an ordinary backtest run, all in one transaction (see
+:mod:`engine.store.portfolios`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import orjson
@@ -55,6 +60,10 @@ from engine.store.sweeps import (
     recanonical_json,
 )
 from engine.store.url import StoreURL, resolve_store_url
+
+if TYPE_CHECKING:  # engine.store.portfolios imports this module (and the portfolio engine): loaded lazily
+    from engine.portfolio.backtest import PortfolioResult
+    from engine.store.portfolios import PreparedPortfolio, StoredPortfolio
 
 #: Largest magnitude a NUMERIC(38, 18) column holds (20 integer digits).
 NUMERIC_LIMIT = 1e20
@@ -295,6 +304,100 @@ class Store(ABC):
                 raise StoreError(f"listing backtests failed: {_describe(exc)}") from exc
             return [_summary(r) for r in rows]
 
+    # ---------------------------------------------------------------- portfolio backtests
+
+    def save_portfolio(self, result: PortfolioResult) -> str:
+        """Persist a portfolio backtest in one transaction; return its new ``portfolio_id`` (uuid4 string).
+
+        Writes the ``backtest_portfolios`` row (summary: capital, final equity in quote currency,
+        total return and max drawdown in percent, Sharpe ratio, counts; metrics, strategy metrics,
+        correlation (NaN → null), allocations (percent) and settings as JSON), one backtest run per
+        strategy instance (``result.sleeve_result(name)``, readable with :meth:`load_backtest`) linked
+        by ``backtest_portfolio_strategies``, and the equity curve, events, risk rejections and
+        snapshots. Everything is validated before anything is written (the rules of
+        :meth:`save_backtest`; see :func:`engine.store.portfolios.prepare_portfolio`).
+
+        Raises:
+            StoreValueError: (a StoreError) naming table and column when a value cannot be stored.
+            StoreError: if the schema is not migrated or the database fails. In every error case
+                nothing is written: no portfolio row, no child rows, no sleeve backtest run.
+        """
+        from engine.store.portfolios import prepare_portfolio
+
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            prepared = prepare_portfolio(result)
+            try:
+                self._write_portfolio(prepared)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"saving portfolio backtest {prepared.portfolio_id} failed, nothing was saved: {_describe(exc)}"
+                ) from exc
+            return prepared.portfolio_id
+
+    def load_portfolio(self, portfolio_id: str) -> StoredPortfolio:
+        """Load a saved portfolio backtest: summary, JSON documents, the sleeves' ``run_ids`` and the
+        equity, events, rejections and snapshots tables with the result's Arrow schemas
+        (NUMERIC → float64, NULL rejection figures → NaN, ``events.data`` as its JSON text).
+
+        Raises:
+            StoreError: if no portfolio backtest has this id, the schema is not migrated, or the
+                database fails.
+        """
+        from engine.store.portfolios import PORTFOLIO_TABLES, stored_portfolio
+
+        with self._lock:
+            self._check_open()
+            if not isinstance(portfolio_id, str) or not portfolio_id:
+                raise StoreError(f"no portfolio backtest with portfolio_id {portfolio_id!r}")
+            self._require_schema()
+            try:
+                row = self._fetch_portfolio(portfolio_id)
+                if row is None:
+                    raise StoreError(
+                        f"no portfolio backtest with portfolio_id '{portfolio_id}' in {self._url.redacted()}"
+                    )
+                strategies = self._fetch_portfolio_strategies([portfolio_id])
+                tables = {
+                    spec.attr: self._fetch_rows(
+                        spec.db_table, spec.db_schema, "portfolio_id", portfolio_id, spec.order_by
+                    )
+                    for spec in PORTFOLIO_TABLES
+                }
+                return stored_portfolio(row, strategies, tables)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"loading portfolio backtest {portfolio_id} failed: {_describe(exc)}") from exc
+
+    def list_portfolios(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` portfolio backtests (newest first) as dicts of
+        :data:`~engine.store.portfolios.PORTFOLIO_SUMMARY_COLUMNS` (timestamps aware UTC datetimes,
+        NUMERIC columns floats or None, ``strategies`` the instance names in portfolio order).
+
+        Raises:
+            ParameterError: ``limit`` is not an int between 1 and 100000.
+            StoreError: the schema is not migrated or the database fails.
+        """
+        from engine.store.portfolios import portfolio_summary
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ParameterError("limit", f"must be an integer between 1 and 100000, got {limit!r}")
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            try:
+                rows = self._fetch_portfolio_summaries(limit)
+                names: dict[str, list[str]] = {}
+                for s in self._fetch_portfolio_strategies([r["portfolio_id"] for r in rows]):
+                    names.setdefault(s["portfolio_id"], []).append(s["strategy"])
+            except Exception as exc:
+                raise StoreError(f"listing portfolio backtests failed: {_describe(exc)}") from exc
+            return [portfolio_summary(r, names.get(r["portfolio_id"], [])) for r in rows]
+
     # ---------------------------------------------------------------- sweeps
 
     def save_sweep(self, sweep: SweepRecord) -> SweepRecord:
@@ -461,6 +564,31 @@ class Store(ABC):
     @abstractmethod
     def _fetch_summaries(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` runs as dicts of SUMMARY_COLUMNS (raw database values)."""
+
+    @abstractmethod
+    def _fetch_rows(self, table: str, schema: pa.Schema, key_column: str, key: str, order_by: str) -> pa.Table:
+        """The rows of ``table`` whose ``key_column`` is ``key``, ordered by ``order_by``, with the
+        columns of ``schema`` (same names, in order) cast to it."""
+
+    @abstractmethod
+    def _write_portfolio(self, prepared: PreparedPortfolio) -> None:
+        """Insert the sleeves' runs, the portfolio row, its strategies and its tables in ONE
+        transaction (roll back on any error)."""
+
+    @abstractmethod
+    def _fetch_portfolio(self, portfolio_id: str) -> dict[str, Any] | None:
+        """The ``backtest_portfolios`` row: PORTFOLIO_COLUMNS with timestamps as epoch microseconds
+        (int or None), NUMERIC columns as float, JSON columns as text."""
+
+    @abstractmethod
+    def _fetch_portfolio_strategies(self, portfolio_ids: list[str]) -> list[dict[str, Any]]:
+        """The ``backtest_portfolio_strategies`` rows of these portfolios (all columns,
+        allocation_pct as float), ordered by portfolio_id then seq."""
+
+    @abstractmethod
+    def _fetch_portfolio_summaries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` portfolios as dicts of PORTFOLIO_ROW_SUMMARY_COLUMNS, as
+        :meth:`_fetch_portfolio` reads them."""
 
     @abstractmethod
     def _upsert_sweep(self, row: dict[str, Any], now: datetime) -> None:
@@ -660,6 +788,28 @@ def _ns_to_datetime(table: str, column: str, ns: object) -> datetime:
 
 
 def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: frozenset[str]) -> pa.Table:
+    out = _validate_columns(db_table, given, schema, nullable)
+    key = ROW_KEYS[db_table]
+    if out.num_rows and pc.count_distinct(out[key]).as_py() != out.num_rows:
+        raise StoreValueError(db_table, key, "values must be unique within a run")
+    return out
+
+
+def _validate_columns(
+    db_table: str,
+    given: object,
+    schema: pa.Schema,
+    nullable: frozenset[str],
+    non_finite_as_null: frozenset[str] = frozenset(),
+) -> pa.Table:
+    """``given`` checked against ``schema`` (exactly its columns, castable, no null outside ``nullable``,
+    floats finite and within NUMERIC(38, 18), timestamps whole microseconds, ``side`` ±1), with its
+    columns in schema order and timestamps cast to ``timestamp[us, UTC]``. Float columns named in
+    ``non_finite_as_null`` turn NaN/±inf into null (and may hold nulls).
+
+    Raises:
+        StoreValueError: naming ``db_table``, the column and the first offending row.
+    """
     if not isinstance(given, pa.Table):
         raise StoreValueError(db_table, "*", f"must be a pyarrow.Table, got {type(given).__name__}")
     table: pa.Table = given
@@ -677,10 +827,14 @@ def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: f
             col = col.cast(f.type, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise StoreValueError(db_table, f.name, f"cannot be read as {f.type}: {exc}") from exc
-        if col.null_count and f.name not in nullable:
+        if f.name in non_finite_as_null:
+            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, f.type))
+        elif col.null_count and f.name not in nullable:
             raise StoreValueError(db_table, f.name, f"{col.null_count} null value(s) in a NOT NULL column")
         if pa.types.is_floating(f.type):
-            values = col.to_numpy()
+            values = col.to_numpy(zero_copy_only=False)
+            if col.null_count:  # nulls allowed here (checked above) are not values to bound
+                values = np.where(col.is_null().to_numpy(zero_copy_only=False), 0.0, values)
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
                 i = int(bad[0])
@@ -707,11 +861,7 @@ def _validate_table(db_table: str, given: object, schema: pa.Schema, nullable: f
                 i = int(bad[0])
                 raise StoreValueError(db_table, f.name, f"row {i} is {values[i]}, must be +1 or -1")
         columns.append(col)
-    out = pa.table(columns, names=schema.names)
-    key = ROW_KEYS[db_table]
-    if out.num_rows and pc.count_distinct(out[key]).as_py() != out.num_rows:
-        raise StoreValueError(db_table, key, "values must be unique within a run")
-    return out
+    return pa.table(columns, names=schema.names)
 
 
 # -------------------------------------------------------------------- loading

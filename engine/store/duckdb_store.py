@@ -30,6 +30,14 @@ from engine.store.base import (
     duplicate_run,
 )
 from engine.store.migrations import MigrationConnection
+from engine.store.portfolios import (
+    PORTFOLIO_COLUMNS,
+    PORTFOLIO_JSON_COLUMNS,
+    PORTFOLIO_NUMERIC_COLUMNS,
+    PORTFOLIO_ROW_SUMMARY_COLUMNS,
+    PORTFOLIO_TIMESTAMP_COLUMNS,
+    PreparedPortfolio,
+)
 from engine.store.sweeps import SWEEP_FLOAT_METRICS, SWEEP_JSON_COLUMNS, SWEEP_RUN_COLUMNS
 from engine.store.url import StoreURL
 
@@ -176,28 +184,40 @@ class DuckDBStore(Store):
     # ---------------------------------------------------------------- writes
 
     def _write_run(self, prepared: PreparedRun) -> None:
-        row = prepared.row
-        values = ", ".join(
-            f"CAST(? AS {_NUMERIC})" if c in RUN_NUMERIC_COLUMNS else f"?::{_RUN_CASTS[c]}" if c in _RUN_CASTS else "?"
-            for c in _RUN_COLUMNS
-        )
-        params = [
-            (None if row[c] is None else repr(float(row[c]))) if c in RUN_NUMERIC_COLUMNS else row[c]
-            for c in _RUN_COLUMNS
-        ]
         with _transaction(self._con):
-            exists = self._con.execute("SELECT 1 FROM backtest_runs WHERE run_id = ?", [prepared.run_id]).fetchall()
-            if exists:
-                raise duplicate_run(prepared.run_id)
-            self._con.execute(
-                f"INSERT INTO backtest_runs ({', '.join(_RUN_COLUMNS)}) VALUES ({values})",
-                params,
-            )
-            for db_table, table in prepared.tables.items():
-                self._insert_table(db_table, prepared.run_id, table)
+            self._insert_run(prepared)
+
+    def _insert_run(self, prepared: PreparedRun) -> None:
+        """Insert a run row and its child tables (inside the caller's transaction)."""
+        exists = self._con.execute("SELECT 1 FROM backtest_runs WHERE run_id = ?", [prepared.run_id]).fetchall()
+        if exists:
+            raise duplicate_run(prepared.run_id)
+        self._insert_row("backtest_runs", _RUN_COLUMNS, prepared.row, RUN_NUMERIC_COLUMNS, _RUN_CASTS)
+        for db_table, table in prepared.tables.items():
+            self._insert_table(db_table, prepared.run_id, table)
+
+    def _insert_row(
+        self,
+        db_table: str,
+        columns: Sequence[str],
+        row: dict[str, Any],
+        numeric: Sequence[str],
+        casts: dict[str, str],
+    ) -> None:
+        """Insert one row; ``numeric`` columns go through their shortest round-trip text (exact)."""
+        values = ", ".join(
+            f"CAST(? AS {_NUMERIC})" if c in numeric else f"?::{casts[c]}" if c in casts else "?" for c in columns
+        )
+        params = [(None if row[c] is None else repr(float(row[c]))) if c in numeric else row[c] for c in columns]
+        self._con.execute(f"INSERT INTO {db_table} ({', '.join(columns)}) VALUES ({values})", params)
 
     def _insert_table(self, db_table: str, run_id: str, table: pa.Table) -> None:
-        """Bulk-insert one Arrow child table (registered as a view) for ``run_id``."""
+        """Bulk-insert one Arrow child table of a run."""
+        self._insert_rows(db_table, "run_id", run_id, table)
+
+    def _insert_rows(self, db_table: str, key_column: str, key: str, table: pa.Table) -> None:
+        """Bulk-insert an Arrow table (registered as a view) with ``key_column`` = ``key`` on every row;
+        float columns become DECIMAL through their shortest round-trip text."""
         if table.num_rows == 0:
             return
         view = f"_tradengine_{db_table}_{uuid.uuid4().hex}"
@@ -205,9 +225,25 @@ class DuckDBStore(Store):
         exprs = ", ".join(_to_decimal(f.name) if pa.types.is_floating(f.type) else f.name for f in table.schema)
         self._con.register(view, table)
         try:
-            self._con.execute(f"INSERT INTO {db_table} (run_id, {cols}) SELECT ?, {exprs} FROM {view}", [run_id])
+            self._con.execute(f"INSERT INTO {db_table} ({key_column}, {cols}) SELECT ?, {exprs} FROM {view}", [key])
         finally:
             self._con.unregister(view)
+
+    def _write_portfolio(self, prepared: PreparedPortfolio) -> None:
+        pid = prepared.portfolio_id
+        with _transaction(self._con):
+            for run in prepared.runs:
+                self._insert_run(run)
+            self._insert_row(
+                "backtest_portfolios",
+                PORTFOLIO_COLUMNS,
+                prepared.row,
+                PORTFOLIO_NUMERIC_COLUMNS,
+                dict.fromkeys(PORTFOLIO_JSON_COLUMNS, "JSON"),
+            )
+            self._insert_rows("backtest_portfolio_strategies", "portfolio_id", pid, prepared.strategies)
+            for db_table, table in prepared.tables.items():
+                self._insert_rows(db_table, "portfolio_id", pid, table)
 
     # ---------------------------------------------------------------- reads
 
@@ -228,17 +264,22 @@ class DuckDBStore(Store):
         return dict(zip(_RUN_COLUMNS, rows[0], strict=True))
 
     def _fetch_table(self, table: str, schema: pa.Schema, run_id: str) -> pa.Table:
+        return self._fetch_rows(table, schema, "run_id", run_id, ROW_KEYS[table])
+
+    def _fetch_rows(self, table: str, schema: pa.Schema, key_column: str, key: str, order_by: str) -> pa.Table:
         select = []
         for f in schema:
             if pa.types.is_floating(f.type):
                 select.append(f"CAST({f.name} AS DOUBLE)")
-            elif f.name == "side":
-                select.append("CAST(side AS TINYINT)")
+            elif pa.types.is_int8(f.type):
+                select.append(f"CAST({f.name} AS TINYINT)")
+            elif pa.types.is_string(f.type):
+                select.append(f"CAST({f.name} AS VARCHAR)")  # JSON columns as their text
             else:
                 select.append(f.name)
         rel = self._con.sql(
-            f"SELECT {', '.join(select)} FROM {table} WHERE run_id = ? ORDER BY {ROW_KEYS[table]}",
-            params=[run_id],
+            f"SELECT {', '.join(select)} FROM {table} WHERE {key_column} = ? ORDER BY {order_by}",
+            params=[key],
         )
         return cast_loaded(rel.to_arrow_table(), schema)
 
@@ -256,6 +297,48 @@ class DuckDBStore(Store):
             [limit],
         ).fetchall()
         return [dict(zip(SUMMARY_COLUMNS, r, strict=True)) for r in rows]
+
+    # ---------------------------------------------------------------- portfolio backtests
+
+    def _portfolio_select(self, columns: Sequence[str]) -> str:
+        select = []
+        for c in columns:
+            if c in PORTFOLIO_TIMESTAMP_COLUMNS:
+                select.append(f"epoch_us({c}) AS {c}")
+            elif c in PORTFOLIO_NUMERIC_COLUMNS:
+                select.append(f"CAST({c} AS DOUBLE) AS {c}")
+            elif c in PORTFOLIO_JSON_COLUMNS:
+                select.append(f"CAST({c} AS VARCHAR) AS {c}")
+            else:
+                select.append(c)
+        return ", ".join(select)
+
+    def _fetch_portfolio(self, portfolio_id: str) -> dict[str, Any] | None:
+        rows = self._con.execute(
+            f"SELECT {self._portfolio_select(PORTFOLIO_COLUMNS)} FROM backtest_portfolios WHERE portfolio_id = ?",
+            [portfolio_id],
+        ).fetchall()
+        return dict(zip(PORTFOLIO_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def _fetch_portfolio_strategies(self, portfolio_ids: list[str]) -> list[dict[str, Any]]:
+        if not portfolio_ids:
+            return []
+        columns = ("portfolio_id", "strategy", "run_id", "strategy_type", "allocation_pct", "seq")
+        rows = self._con.execute(
+            "SELECT portfolio_id, strategy, run_id, strategy_type, CAST(allocation_pct AS DOUBLE), seq "
+            "FROM backtest_portfolio_strategies WHERE list_contains(?::VARCHAR[], portfolio_id) "
+            "ORDER BY portfolio_id, seq",
+            [portfolio_ids],
+        ).fetchall()
+        return [dict(zip(columns, r, strict=True)) for r in rows]
+
+    def _fetch_portfolio_summaries(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._con.execute(
+            f"SELECT {self._portfolio_select(PORTFOLIO_ROW_SUMMARY_COLUMNS)} FROM backtest_portfolios "
+            "ORDER BY created_at DESC, portfolio_id DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [dict(zip(PORTFOLIO_ROW_SUMMARY_COLUMNS, r, strict=True)) for r in rows]
 
     # ---------------------------------------------------------------- sweeps
 

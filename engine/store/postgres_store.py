@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
@@ -35,6 +34,14 @@ from engine.store.base import (
     duplicate_run,
 )
 from engine.store.migrations import MigrationConnection
+from engine.store.portfolios import (
+    PORTFOLIO_COLUMNS,
+    PORTFOLIO_JSON_COLUMNS,
+    PORTFOLIO_NUMERIC_COLUMNS,
+    PORTFOLIO_ROW_SUMMARY_COLUMNS,
+    PORTFOLIO_TIMESTAMP_COLUMNS,
+    PreparedPortfolio,
+)
 from engine.store.sweeps import SWEEP_FLOAT_METRICS, SWEEP_JSON_COLUMNS, SWEEP_RUN_COLUMNS, SWEEP_RUNS_SCHEMA
 from engine.store.url import StoreURL
 
@@ -66,6 +73,7 @@ _RUN_COLUMNS = (
 )
 _RUN_CASTS = {"params": "jsonb", "metrics": "jsonb", "settings": "jsonb", "symbols": "text[]"}
 _EPOCH_US = "(extract(epoch FROM {c}) * 1000000)::int8"
+_TS_US = pa.timestamp("us", tz="UTC")
 
 
 class _PgMigrationConn:
@@ -155,24 +163,43 @@ class PostgresStore(Store):
     # ---------------------------------------------------------------- writes
 
     def _write_run(self, prepared: PreparedRun) -> None:
-        row = prepared.row
-        values = ", ".join(f"%s::{_RUN_CASTS[c]}" if c in _RUN_CASTS else "%s" for c in _RUN_COLUMNS)
         with self._conn.transaction():
-            exists = self._conn.execute("SELECT 1 FROM backtest_runs WHERE run_id = %s", (prepared.run_id,)).fetchone()
-            if exists:
-                raise duplicate_run(prepared.run_id)
-            self._conn.execute(
-                f"INSERT INTO backtest_runs ({', '.join(_RUN_COLUMNS)}) VALUES ({values})".encode(),
-                [row[c] for c in _RUN_COLUMNS],
-            )
-            for db_table, table in prepared.tables.items():
-                self._insert_table(db_table, prepared.run_id, table)
+            self._insert_run(prepared)
+
+    def _insert_run(self, prepared: PreparedRun) -> None:
+        """Insert a run row and its child tables (inside the caller's transaction)."""
+        exists = self._conn.execute("SELECT 1 FROM backtest_runs WHERE run_id = %s", (prepared.run_id,)).fetchone()
+        if exists:
+            raise duplicate_run(prepared.run_id)
+        self._insert_row("backtest_runs", _RUN_COLUMNS, prepared.row, RUN_NUMERIC_COLUMNS, _RUN_CASTS)
+        for db_table, table in prepared.tables.items():
+            self._insert_table(db_table, prepared.run_id, table)
+
+    def _insert_row(
+        self,
+        db_table: str,
+        columns: Sequence[str],
+        row: dict[str, Any],
+        numeric: Sequence[str],
+        casts: dict[str, str],
+    ) -> None:
+        """Insert one row. ``numeric`` columns are sent as their shortest round-trip text: a float8
+        parameter would reach NUMERIC through PostgreSQL's 15-significant-digit conversion."""
+        values = ", ".join(
+            "%s::numeric" if c in numeric else f"%s::{casts[c]}" if c in casts else "%s" for c in columns
+        )
+        params = [(None if row[c] is None else repr(float(row[c]))) if c in numeric else row[c] for c in columns]
+        self._conn.execute(f"INSERT INTO {db_table} ({', '.join(columns)}) VALUES ({values})".encode(), params)
 
     def _insert_table(self, db_table: str, run_id: str, table: pa.Table) -> None:
-        """``COPY`` one Arrow child table (as CSV) for ``run_id``."""
+        """``COPY`` one Arrow child table of a run."""
+        self._insert_rows(db_table, "run_id", run_id, table)
+
+    def _insert_rows(self, db_table: str, key_column: str, key: str, table: pa.Table) -> None:
+        """``COPY`` an Arrow table (as CSV) with ``key_column`` = ``key`` on every row."""
         if table.num_rows == 0:
             return
-        table = table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
+        table = table.add_column(0, key_column, pa.array([key] * table.num_rows, pa.string()))
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
         data = sink.getvalue()
@@ -201,6 +228,9 @@ class PostgresStore(Store):
             return cur.fetchone()
 
     def _fetch_table(self, table: str, schema: pa.Schema, run_id: str) -> pa.Table:
+        return self._fetch_rows(table, schema, "run_id", run_id, ROW_KEYS[table])
+
+    def _fetch_rows(self, table: str, schema: pa.Schema, key_column: str, key: str, order_by: str) -> pa.Table:
         select, types = [], {}
         for f in schema:
             if pa.types.is_timestamp(f.type):
@@ -209,15 +239,18 @@ class PostgresStore(Store):
             elif pa.types.is_floating(f.type):
                 select.append(f"{f.name}::float8")
                 types[f.name] = pa.float64()
+            elif pa.types.is_string(f.type):
+                select.append(f"{f.name}::text")  # JSON columns as their text
+                types[f.name] = f.type
             else:
                 select.append(f.name)
                 types[f.name] = f.type
         query = (
-            f"COPY (SELECT {', '.join(select)} FROM {table} WHERE run_id = %s "
-            f"ORDER BY {ROW_KEYS[table]}) TO STDOUT (FORMAT csv)"
+            f"COPY (SELECT {', '.join(select)} FROM {table} WHERE {key_column} = %s "
+            f"ORDER BY {order_by}) TO STDOUT (FORMAT csv)"
         )
         buf = io.BytesIO()
-        with self._conn.cursor() as cur, cur.copy(query.encode(), (run_id,)) as copy:
+        with self._conn.cursor() as cur, cur.copy(query.encode(), (key,)) as copy:
             for chunk in copy:
                 buf.write(chunk)
         if buf.tell() == 0:
@@ -237,7 +270,7 @@ class PostgresStore(Store):
         for f in schema:
             col = raw[f.name]
             if pa.types.is_timestamp(f.type):
-                col = pc.multiply(col, 1000).cast(f.type)
+                col = col.cast(_TS_US).cast(f.type)
             columns.append(col)
         return cast_loaded(pa.table(columns, names=schema.names), schema)
 
@@ -254,6 +287,65 @@ class PostgresStore(Store):
             cur.execute(
                 f"SELECT {', '.join(select)} FROM backtest_runs "
                 f"ORDER BY created_at DESC, run_id DESC LIMIT %s".encode(),
+                (limit,),
+            )
+            return list(cur.fetchall())
+
+    # ---------------------------------------------------------------- portfolio backtests
+
+    def _write_portfolio(self, prepared: PreparedPortfolio) -> None:
+        pid = prepared.portfolio_id
+        with self._conn.transaction():
+            for run in prepared.runs:
+                self._insert_run(run)
+            self._insert_row(
+                "backtest_portfolios",
+                PORTFOLIO_COLUMNS,
+                prepared.row,
+                PORTFOLIO_NUMERIC_COLUMNS,
+                dict.fromkeys(PORTFOLIO_JSON_COLUMNS, "jsonb"),
+            )
+            self._insert_rows("backtest_portfolio_strategies", "portfolio_id", pid, prepared.strategies)
+            for db_table, table in prepared.tables.items():
+                self._insert_rows(db_table, "portfolio_id", pid, table)
+
+    def _portfolio_select(self, columns: Sequence[str]) -> str:
+        select = []
+        for c in columns:
+            if c in PORTFOLIO_TIMESTAMP_COLUMNS:
+                select.append(f"{_EPOCH_US.format(c=c)} AS {c}")
+            elif c in PORTFOLIO_NUMERIC_COLUMNS:
+                select.append(f"{c}::float8 AS {c}")
+            elif c in PORTFOLIO_JSON_COLUMNS:
+                select.append(f"{c}::text AS {c}")
+            else:
+                select.append(c)
+        return ", ".join(select)
+
+    def _fetch_portfolio(self, portfolio_id: str) -> dict[str, Any] | None:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            query = (
+                f"SELECT {self._portfolio_select(PORTFOLIO_COLUMNS)} FROM backtest_portfolios WHERE portfolio_id = %s"
+            )
+            cur.execute(query.encode(), (portfolio_id,))
+            return cur.fetchone()
+
+    def _fetch_portfolio_strategies(self, portfolio_ids: list[str]) -> list[dict[str, Any]]:
+        if not portfolio_ids:
+            return []
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT portfolio_id, strategy, run_id, strategy_type, allocation_pct::float8 AS allocation_pct, seq "
+                "FROM backtest_portfolio_strategies WHERE portfolio_id = ANY(%s) ORDER BY portfolio_id, seq",
+                (portfolio_ids,),
+            )
+            return list(cur.fetchall())
+
+    def _fetch_portfolio_summaries(self, limit: int) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT {self._portfolio_select(PORTFOLIO_ROW_SUMMARY_COLUMNS)} FROM backtest_portfolios "
+                f"ORDER BY created_at DESC, portfolio_id DESC LIMIT %s".encode(),
                 (limit,),
             )
             return list(cur.fetchall())
