@@ -94,3 +94,18 @@ def test_bad_config_is_one_error_line(
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = cli(capsys, "backtest-portfolio", str(tmp_path / "none.yaml"), "--no-store")
     assert code == 2 and "file not found" in err
+
+
+def test_run_is_stored(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    from engine.store import open_store
+
+    db = tmp_path / "store.duckdb"
+    code, out, err = cli(capsys, "backtest-portfolio", str(config), "--db", str(db), "--json")
+    assert code == 0, err
+    doc = orjson.loads(out)
+    with open_store(str(db)) as store:
+        stored = store.load_portfolio(doc["run_id"])
+        assert stored.metrics == doc["portfolio"]
+        assert set(stored.run_ids) == {"fast", "slow"}
+        sleeve = store.load_backtest(stored.run_ids["fast"])
+        assert sleeve.metrics == doc["strategies"]["fast"]
