@@ -5,31 +5,35 @@ the middle band, trailing remainder, RSI and time exits."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 from pydantic import ValidationInfo, field_validator
 
-from engine.strategy import Bar, Compatibility, Field, Fill, Order, Series, Strategy, StrategyParams
-
-_TIMEFRAME = re.compile(r"^([1-9][0-9]{0,5})([smhdw])$")
-_UNIT_SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+from engine.strategy import (
+    Bar,
+    Compatibility,
+    Field,
+    Fill,
+    Order,
+    Series,
+    Strategy,
+    StrategyParams,
+    timeframe_ns,
+    timeframe_str,
+)
 
 
 def _seconds(timeframe: str) -> int:
     """Length of a timeframe string such as "15m", "4h" or "1d", in seconds (ValueError if malformed)."""
-    match = _TIMEFRAME.match(timeframe.strip().lower())
-    if match is None:
-        raise ValueError(f"must look like 15m, 1h, 4h or 1d, got {timeframe!r}")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        return timeframe_ns(timeframe) // 1_000_000_000
+    except ValueError as exc:  # the engine's ParameterError names a generic field: keep only the rule
+        raise ValueError(getattr(exc, "rule", str(exc))) from None
 
 
 def _canonical(seconds: int) -> str:
-    """The engine's spelling of a timeframe: the largest unit that divides it ("60m" → "1h")."""
-    for unit, size in _UNIT_SECONDS.items():
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    raise AssertionError("unreachable: every whole number of seconds has a unit")
+    """The engine's spelling of a timeframe ("240m" → "4h")."""
+    return timeframe_str(seconds * 1_000_000_000)
 
 
 class MeanReversionScalpParams(StrategyParams):

@@ -8,6 +8,7 @@ from engine.strategy.base import Compatibility, Field, Strategy, StrategyParams
 from engine.strategy.funding import FundingRates
 from engine.strategy.series import Bar, Series, Tick
 from engine.strategy.services import StrategyServices
+from engine.timeframes import timeframe_ns, timeframe_str
 
 __all__ = [
     "BUY",
@@ -23,4 +24,6 @@ __all__ = [
     "StrategyParams",
     "StrategyServices",
     "Tick",
+    "timeframe_ns",
+    "timeframe_str",
 ]
