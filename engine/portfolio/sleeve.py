@@ -22,21 +22,18 @@ import pyarrow as pa
 from engine.backtest.runner import funding_events, open_interest_by_symbol
 from engine.errors import ParameterError
 from engine.execution.account import Account
-from engine.execution.orders import OrderType
 from engine.execution.paper import PaperExchange
 from engine.execution.services import AccountPositions, CallableClock
 from engine.instruments import Instrument
-from engine.portfolio.events import EventLog
+from engine.portfolio.events import SIGNAL, EventLog
 from engine.portfolio.manager import PortfolioManager
-from engine.portfolio.services import AllocatedRisk, RiskCheckedOrders
-from engine.risk.manager import RiskManager
-from engine.risk.view import Exposure, RiskSnapshot
+from engine.portfolio.services import AllocatedRisk, RiskCheckedOrders, venue_exposures
+from engine.risk.manager import Rejection, RiskManager
+from engine.risk.view import Exposure, OrderIntent, RiskSnapshot
 from engine.strategy.base import Strategy, StrategyParams
 from engine.strategy.feed import BarMarketData, SymbolFeed
 from engine.strategy.funding import funding_by_symbol
 from engine.strategy.services import StrategyServices
-
-_STOPS = (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
 
 
 class PortfolioContext:
@@ -146,8 +143,9 @@ class Sleeve:
             self.account, self.instruments, slippage_bps=slippage_bps, mark=context.mark, clock=context.now
         )
         self.positions = AccountPositions(self.exchange)
-        self.risk = AllocatedRisk(self, context)
-        self.orders = RiskCheckedOrders(self, context)
+        self.gate = SleeveGate(name, context)
+        self.risk = AllocatedRisk(self.exchange, self.positions, self.gate)
+        self.orders = RiskCheckedOrders(self.exchange, self.risk, self.gate, context.now, name)
         self.services = StrategyServices(
             orders=self.orders,
             positions=self.positions,
@@ -177,40 +175,22 @@ class Sleeve:
 
     def exposures(self) -> list[Exposure]:
         """Open positions (with the nearest protective stop working for each) and pending entries."""
-        out: list[Exposure] = []
-        mark = self.context.mark
-        book = self.exchange.book
-        for symbol, pos in self.account.open_positions.items():
-            stop = 0.0
-            for order in book[symbol]:
-                if order.reduce_only and order.order_type in _STOPS and order.side * pos.qty < 0:
-                    nearer = stop == 0.0 or (order.stop_price > stop if pos.qty > 0 else order.stop_price < stop)
-                    if nearer:
-                        stop = order.stop_price
-            inst = pos.instrument
-            out.append(
-                Exposure(self.name, symbol, pos.qty, pos.avg_price, mark(symbol), inst.multiplier, inst.leverage, stop)
-            )
-        for symbol, orders in book.items():
-            for order in orders:
-                if order.reduce_only:
-                    continue
-                inst = self.instruments[symbol]
-                ref = order.price or order.stop_price or mark(symbol)
-                qty = order.qty or self.risk.max_qty(symbol, ref) * order.size_pct / 100.0
-                if not (qty > 0 and ref > 0):
-                    continue
-                out.append(
-                    Exposure(
-                        self.name,
-                        symbol,
-                        order.side * qty,
-                        ref,
-                        ref,
-                        inst.multiplier,
-                        inst.leverage,
-                        order.stop_loss,
-                        pending=True,
-                    )
-                )
-        return out
+        return venue_exposures(self.name, self.exchange, self.risk)
+
+
+class SleeveGate:
+    """:class:`~engine.portfolio.services.RiskGate` of one sleeve over the shared context."""
+
+    def __init__(self, name: str, context: PortfolioContext) -> None:
+        self.name = name
+        self.context = context
+
+    def check(self, intent: OrderIntent) -> Rejection | None:
+        ctx = self.context
+        return ctx.risk.check(intent, ctx.snapshot(intent.ts))
+
+    def signal(self, ts: int, symbol: str, **data: Any) -> None:
+        self.context.events.emit(ts, SIGNAL, self.name, symbol, **data)
+
+    def allocated_capital(self) -> float:
+        return self.context.allocated_capital(self.name)
