@@ -385,11 +385,21 @@ class PaperExchange:
             if h < price:
                 return False
             price = max(o, price)
-        self.cancel_all(symbol)
-        side = SELL if qty > 0 else BUY
-        order = self._new_order(symbol, side, _MARKET, abs(qty), reduce_only=True, tag="liquidation", created_ts=ts)
-        self._execute(order, max(price, 0.0), "taker", ts, bar)
+        self.close_at(symbol, max(price, 0.0), ts, bar, "liquidation")
         return True
+
+    def close_at(self, symbol: str, price: float, ts: int, bar: int, tag: str) -> Fill | None:
+        """Cancel ``symbol``'s open orders and close its position now at ``price`` (quote currency) as
+        a reduce-only taker fill tagged ``tag`` (liquidations, emergency stops). Returns the fill,
+        or None when the position is flat."""
+        qty = self.account.positions[symbol].qty
+        self.cancel_all(symbol)
+        if qty == 0.0:
+            return None
+        side = SELL if qty > 0 else BUY
+        order = self._new_order(symbol, side, _MARKET, abs(qty), reduce_only=True, tag=tag, created_ts=ts)
+        self._execute(order, price, "taker", ts, bar)
+        return self.fills[-1] if order.status == OrderStatus.FILLED else None
 
     def free_margin(self, symbol: str, price: float) -> float:
         """equity − initial margin in use, valuing ``symbol`` at ``price`` and others at their mark."""

@@ -34,7 +34,7 @@ from engine.backtest.runner import _table, trade_hash
 from engine.errors import ParameterError, StrategyRuntimeError
 from engine.execution.orders import Fill
 from engine.instruments import Instrument
-from engine.portfolio.events import FUNDING_SETTLEMENT, POSITION_CLOSED, POSITION_OPENED, EventLog
+from engine.portfolio.events import FUNDING_SETTLEMENT, POSITION_CLOSED, EventLog, position_events
 from engine.portfolio.manager import BreakerSettings, PortfolioManager
 from engine.portfolio.sleeve import PortfolioContext, Sleeve
 from engine.risk.limits import RiskLimits
@@ -257,36 +257,10 @@ class PortfolioBacktest:
         strategy = sleeve.strategy
 
         def on_fill(fill: Fill) -> None:
-            pos = positions[fill.symbol]
-            after = pos.qty
-            before = after - fill.side * fill.qty
-            if abs(before) <= abs(fill.qty) * 1e-9:
-                before = 0.0
-            if before != 0.0 and (after == 0.0 or (after > 0) != (before > 0)):
-                last = sleeve.account.trades[-1] if sleeve.account.trades else None
-                events.emit(
-                    fill.ts,
-                    POSITION_CLOSED,
-                    sleeve.name,
-                    fill.symbol,
-                    side=1 if before > 0 else -1,
-                    qty=abs(before),
-                    exit_price=fill.price,
-                    net_pnl=last[11] if last else 0.0,
-                    tag=fill.tag,
-                )
-                self._trade_closed = True
-            if after != 0.0 and (before == 0.0 or (after > 0) != (before > 0)):
-                events.emit(
-                    fill.ts,
-                    POSITION_OPENED,
-                    sleeve.name,
-                    fill.symbol,
-                    side=1 if after > 0 else -1,
-                    qty=abs(after),
-                    entry_price=pos.avg_price,
-                    tag=fill.tag,
-                )
+            for kind, data in position_events(fill, positions[fill.symbol], sleeve.account.trades):
+                events.emit(fill.ts, kind, sleeve.name, fill.symbol, **data)
+                if kind == POSITION_CLOSED:
+                    self._trade_closed = True
             try:
                 strategy.on_order_filled(fill)
             except Exception as exc:

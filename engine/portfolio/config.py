@@ -202,30 +202,41 @@ class PortfolioConfig(_Model):
 
     def instrument(self, symbol: str, instance: StrategyInstance, kind: Literal["spot", "perpetual"]) -> Instrument:
         """The instrument ``instance`` trades ``symbol`` with (venue defaults, overrides, its leverage)."""
-        v = self.venue
-        o = self.instruments.get(symbol, InstrumentOverride())
-        maker = (
-            o.maker_fee_bps
-            if o.maker_fee_bps is not None
-            else (v.maker_fee_bps if v.maker_fee_bps is not None else v.fee_bps)
-        )
-        taker = (
-            o.taker_fee_bps
-            if o.taker_fee_bps is not None
-            else (v.taker_fee_bps if v.taker_fee_bps is not None else v.fee_bps)
-        )
-        return Instrument(
-            symbol=symbol,
-            kind=kind,
-            tick_size=o.tick_size if o.tick_size is not None else v.tick_size,
-            lot_size=o.lot_size if o.lot_size is not None else v.lot_size,
-            min_qty=o.min_qty if o.min_qty is not None else v.min_qty,
-            maker_fee=maker / 10_000.0,
-            taker_fee=taker / 10_000.0,
-            multiplier=o.multiplier if o.multiplier is not None else 1.0,
-            leverage=instance.leverage,
-            maintenance_margin=v.maintenance_margin,
-        )
+        return make_instrument(self.venue, self.instruments, symbol, kind, instance.leverage)
+
+
+def make_instrument(
+    venue: Venue,
+    overrides: dict[str, InstrumentOverride],
+    symbol: str,
+    kind: Literal["spot", "perpetual"],
+    leverage: float,
+) -> Instrument:
+    """An instrument from the venue defaults and the symbol's overrides (fees from basis points)."""
+    v = venue
+    o = overrides.get(symbol, InstrumentOverride())
+    maker = (
+        o.maker_fee_bps
+        if o.maker_fee_bps is not None
+        else (v.maker_fee_bps if v.maker_fee_bps is not None else v.fee_bps)
+    )
+    taker = (
+        o.taker_fee_bps
+        if o.taker_fee_bps is not None
+        else (v.taker_fee_bps if v.taker_fee_bps is not None else v.fee_bps)
+    )
+    return Instrument(
+        symbol=symbol,
+        kind=kind,
+        tick_size=o.tick_size if o.tick_size is not None else v.tick_size,
+        lot_size=o.lot_size if o.lot_size is not None else v.lot_size,
+        min_qty=o.min_qty if o.min_qty is not None else v.min_qty,
+        maker_fee=maker / 10_000.0,
+        taker_fee=taker / 10_000.0,
+        multiplier=o.multiplier if o.multiplier is not None else 1.0,
+        leverage=leverage,
+        maintenance_margin=v.maintenance_margin,
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -19,10 +19,14 @@ figures (money in quote currency, quantities in base units, percentages as perce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from engine.execution.account import Position, TradeRow
+    from engine.execution.orders import Fill
 
 EQUITY_UPDATE = "portfolio:equity_update"
 DRAWDOWN_ALERT = "portfolio:drawdown_alert"
@@ -103,3 +107,37 @@ class EventLog:
             },
             schema=EVENTS_SCHEMA,
         )
+
+
+def position_events(fill: Fill, position: Position, trades: list[TradeRow]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``strategy:position_closed`` / ``strategy:position_opened`` events a fill causes, as
+    ``(kind, data)`` pairs in that order (a reversal gives both): called right after the fill was
+    booked on ``position``; ``trades`` is the account's closed-trade ledger (its last row is the
+    trade the fill closed, whose net P&L the closed event carries)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    after = position.qty
+    before = after - fill.side * fill.qty
+    if abs(before) <= abs(fill.qty) * 1e-9:
+        before = 0.0
+    if before != 0.0 and (after == 0.0 or (after > 0) != (before > 0)):
+        last = trades[-1] if trades else None
+        out.append(
+            (
+                POSITION_CLOSED,
+                {
+                    "side": 1 if before > 0 else -1,
+                    "qty": abs(before),
+                    "exit_price": fill.price,
+                    "net_pnl": last[11] if last else 0.0,
+                    "tag": fill.tag,
+                },
+            )
+        )
+    if after != 0.0 and (before == 0.0 or (after > 0) != (before > 0)):
+        out.append(
+            (
+                POSITION_OPENED,
+                {"side": 1 if after > 0 else -1, "qty": abs(after), "entry_price": position.avg_price, "tag": fill.tag},
+            )
+        )
+    return out
