@@ -1,0 +1,255 @@
+"""The paper-trading session configuration of ``tradectl run`` (YAML or TOML).
+
+Shape (paths relative to the config file's folder; times ISO 8601, naive = UTC)::
+
+    name: paper-perp-1m
+    start: 2026-01-05            # replay from here (earlier data is not read)
+    end: 2026-01-07              # optional, exclusive
+    dataset: {bars: data/perp_1m.parquet, funding: data/funding.parquet, marks: null}
+    feed: {speed: max, batch_rows: 4096, window_ms: 5, shard_size: 1}
+    slippage_bps: 1
+    venue: {taker_fee_bps: 4, maker_fee_bps: 2}
+    instruments: {DOGEUSDT: {lot_size: 1}}
+    checkpoint_every_s: 30
+    accounts:
+      - id: desk-a
+        capital: 100000
+        timezone: UTC
+        risk: {max_leverage: 3}          # engine.risk.limits
+        breakers: {snapshot_interval: 5m}  # engine.portfolio.manager.BreakerSettings
+        bots:
+          - name: doge-ema
+            type: ema_crossover
+            params: {fast: 20, slow: 80, size_pct: 50}
+            allocation: 25               # percent of the account's capital
+            symbols: [DOGEUSDT]
+            timeframe: 1m                # bars built by the multiplexer from the dataset's bars
+            leverage: 2
+
+Each bot runs one strategy instance of the same name (``instance_id`` = ``bot_id`` =
+``<account>/<name>``, stable across restarts so a restarted session resumes its bots). ``feed.speed``
+is ``max`` (as fast as possible), or a factor of real time (1 = real time, 60 = a minute per second).
+``feed.shard_size`` is the number of symbols per market-data multiplexer (1 = one per symbol).
+
+Every field is validated once here: unknown keys, bad numbers, missing files, unknown strategy types
+and parameters are rejected with the field's dotted path and the rule
+(:class:`engine.errors.ParameterError`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from engine.errors import ParameterError
+from engine.instruments import Instrument
+from engine.live.bot import BotSpec, ErrorPolicy
+from engine.portfolio.config import Dataset, InstrumentOverride, Venue, _merge, _Model, _read, _to_ns, make_instrument
+from engine.portfolio.manager import BreakerSettings
+from engine.risk.limits import RiskLimits
+from engine.strategy.base import params_error
+from engine.strategy.registry import StrategyRegistry
+from engine.timeframes import timeframe_ns, timeframe_str
+
+_NAME = r"^[A-Za-z0-9_.:-]+$"
+
+
+class FeedSettings(_Model):
+    """How the replay is fed: speed (``"max"`` or a factor of real time), rows per feed batch, the
+    multiplexers' batching window (ms of wall time) and symbols per multiplexer."""
+
+    speed: float | Literal["max"] = "max"
+    batch_rows: int = Field(default=4096, ge=1, le=1_000_000)
+    window_ms: float = Field(default=5.0, ge=0.0, le=60_000.0, allow_inf_nan=False)
+    shard_size: int = Field(default=1, ge=1, le=10_000)
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, value: float | str) -> float | str:
+        if value != "max" and not (isinstance(value, int | float) and 0 < value <= 1e9):
+            raise ValueError("must be 'max' or a factor of real time > 0")
+        return value
+
+    @property
+    def speed_factor(self) -> float | None:
+        """None = as fast as possible."""
+        return None if self.speed == "max" else float(self.speed)
+
+
+class BotConfig(_Model):
+    """One bot and the strategy instance it runs."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    type: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    allocation: float = Field(gt=0.0, le=100.0, allow_inf_nan=False)
+    symbols: list[str] = Field(min_length=1)
+    timeframe: str | None = None
+    market: Literal["spot", "perpetual"] = "perpetual"
+    leverage: float = Field(default=1.0, ge=1.0, le=125.0, allow_inf_nan=False)
+    warmup: int = Field(default=0, ge=0)
+    max_consecutive_errors: int = Field(default=3, ge=1)
+    callback_timeout_s: float = Field(default=5.0, gt=0.0, allow_inf_nan=False)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str | None) -> str | None:
+        return None if value is None else timeframe_str(timeframe_ns(value))
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        cleaned = [s.strip() for s in value if s.strip()]
+        if len(set(cleaned)) != len(cleaned) or not cleaned:
+            raise ValueError("must name at least one symbol, without repeats")
+        return cleaned
+
+
+class AccountConfig(_Model):
+    """A trading account: its capital, risk limits, breakers and bots."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    name: str | None = None
+    capital: float = Field(default=100_000.0, gt=0.0, allow_inf_nan=False)
+    base_currency: str = "USDT"
+    timezone: str = "UTC"
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
+    bots: list[BotConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AccountConfig:
+        names = [b.name for b in self.bots]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ParameterError(f"accounts.{self.id}.bots.name", f"names must be unique, repeated: {', '.join(dup)}")
+        total = sum(b.allocation for b in self.bots)
+        if total > 100.0 + 1e-9:
+            raise ParameterError(
+                f"accounts.{self.id}.bots.allocation", f"allocations must sum to at most 100, got {total:g}"
+            )
+        return self
+
+    def allocations(self) -> dict[str, float]:
+        """Bot (instance) name → percent of the account's capital."""
+        return {b.name: b.allocation for b in self.bots}
+
+
+class RunConfig(_Model):
+    """A validated ``tradectl run`` configuration (see the module docstring)."""
+
+    name: str = Field(default="paper", min_length=1, max_length=128)
+    start: datetime | None = None
+    end: datetime | None = None
+    dataset: Dataset
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+    slippage_bps: float = Field(default=0.0, ge=0.0, lt=1000.0, allow_inf_nan=False)
+    venue: Venue = Field(default_factory=Venue)
+    instruments: dict[str, InstrumentOverride] = Field(default_factory=dict)
+    checkpoint_every_s: float = Field(default=30.0, gt=0.0, allow_inf_nan=False)
+    accounts: list[AccountConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        start, end = _to_ns(self.start), _to_ns(self.end)
+        if start is not None and end is not None and start >= end:
+            raise ParameterError("start", f"must be before end (got {self.start}, {self.end})")
+        ids = [a.id for a in self.accounts]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ParameterError("accounts.id", f"ids must be unique, repeated: {', '.join(dup)}")
+        return self
+
+    @property
+    def start_ns(self) -> int | None:
+        return _to_ns(self.start)
+
+    @property
+    def end_ns(self) -> int | None:
+        return _to_ns(self.end)
+
+    def symbols(self) -> list[str]:
+        """Every symbol any bot trades, sorted."""
+        return sorted({s for a in self.accounts for b in a.bots for s in b.symbols})
+
+    def instrument(self, symbol: str, bot: BotConfig) -> Instrument:
+        """The instrument ``bot`` trades ``symbol`` with (venue defaults, overrides, its leverage)."""
+        return make_instrument(self.venue, self.instruments, symbol, bot.market, bot.leverage)
+
+    def bot_specs(self, registry: StrategyRegistry, base_timeframe: str) -> list[BotSpec]:
+        """Every bot as a :class:`BotSpec` (parameters validated against the plugin's schema).
+
+        Raises:
+            ParameterError: an unknown strategy type, bad parameters, or a bot timeframe finer than
+                (or not a whole multiple of) the dataset's bars.
+        """
+        base_ns = timeframe_ns(base_timeframe)
+        out = []
+        for account in self.accounts:
+            for i, bot in enumerate(account.bots):
+                where = f"accounts.{account.id}.bots.{i}"
+                try:
+                    cls = registry.get(bot.type)
+                except KeyError as exc:
+                    raise ParameterError(f"{where}.type", str(exc)) from None
+                try:
+                    cls.validate_params(bot.params)
+                except ParameterError as exc:
+                    raise ParameterError(f"{where}.params.{exc.field}", exc.rule) from None
+                tf = bot.timeframe or base_timeframe
+                tf_ns = timeframe_ns(tf)
+                if tf_ns < base_ns or tf_ns % base_ns:
+                    raise ParameterError(
+                        f"{where}.timeframe",
+                        f"must be a whole multiple of the dataset's bars ({base_timeframe}), got {tf}",
+                    )
+                out.append(
+                    BotSpec(
+                        bot_id=f"{account.id}/{bot.name}",
+                        account_id=account.id,
+                        name=bot.name,
+                        strategy_type=bot.type,
+                        params=dict(bot.params),
+                        symbols=tuple(sorted(bot.symbols)),
+                        timeframe=tf,
+                        instruments={s: self.instrument(s, bot) for s in bot.symbols},
+                        capital=account.capital * bot.allocation / 100.0,
+                        slippage_bps=self.slippage_bps,
+                        warmup=bot.warmup,
+                        policy=ErrorPolicy(bot.max_consecutive_errors, bot.callback_timeout_s),
+                    )
+                )
+        return out
+
+
+def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    ds = raw.get("dataset")
+    if isinstance(ds, dict):
+        for key in ("bars", "funding", "marks", "open_interest"):
+            value = ds.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                ds[key] = str((base / value).resolve())
+    return raw
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config file (``.yaml``/``.yml``/``.toml``).
+
+    Raises:
+        ParameterError: unreadable file, bad syntax, or a field breaking its rule (named by its path).
+    """
+    path = Path(path)
+    raw = _merge(_read(path), overrides or {})
+    raw = _resolve(raw, path.resolve().parent)
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise params_error(exc) from None
+    for key in ("bars", "funding", "marks", "open_interest"):
+        file = getattr(config.dataset, key)
+        if file is not None and not Path(file).is_file():
+            raise ParameterError(f"dataset.{key}", f"file not found: {file}")
+    return config
