@@ -339,10 +339,10 @@ def test_migration_003_upgrades_a_store_with_backtests(store_url: str, tmp_path:
     with open_store(store_url, migrate=True, migrations_dir=old) as before:
         run_id = before.save_backtest(result.sleeve_result("sma"))
     with open_store(store_url) as s:
-        assert [st.name for st in s.status() if not st.applied] == [MIGRATION]
+        assert [st.name for st in s.status() if not st.applied] == [MIGRATION, "004_live"]
         with pytest.raises(StoreError, match=MIGRATION):
             s.save_portfolio(result)
-        assert s.migrate() == [MIGRATION]
+        assert s.migrate() == [MIGRATION, "004_live"]
         s.load_portfolio(s.save_portfolio(result))
         assert s.load_backtest(run_id).trade_hash == result.sleeve_result("sma").trade_hash
 

@@ -18,6 +18,12 @@ And portfolio backtests (:class:`~engine.portfolio.backtest.PortfolioResult`): o
 ``backtest_portfolios`` row, the portfolio's equity curve, event log, risk rejections and snapshots,
 and every strategy instance as an ordinary backtest run, all in one transaction (see
 :mod:`engine.store.portfolios`).
+
+And the live runtime's state (migration ``004_live``): accounts, strategy instances, bots, orders,
+fills, positions, signals, portfolio snapshots and events, risk rejections and bot checkpoints,
+written in batches by :meth:`Store.write_live` (one transaction per batch; insert-or-ignore or
+upsert per table; nanosecond timestamps floored to the microsecond) and read by
+:meth:`Store.read_live` / :meth:`Store.load_checkpoint` (see :mod:`engine.store.live`).
 """
 
 from __future__ import annotations
@@ -537,6 +543,95 @@ class Store(ABC):
                 raise StoreError(f"listing sweeps failed: {_describe(exc)}") from exc
             return [_sweep_record(r) for r in rows]
 
+    # ---------------------------------------------------------------- live runtime
+
+    def write_live(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        """Write a batch of live tables (name → Arrow table with the schema of
+        :data:`~engine.store.live.LIVE_TABLES`) in ONE transaction, each by its conflict mode:
+        ``"ignore"`` tables skip rows whose key is stored (fills, signals, snapshots, events and
+        rejections are idempotent by id), ``"upsert"`` tables replace the stored row unless it is
+        newer (see :mod:`engine.store.live`). Timestamps are floored to the microsecond; money,
+        prices and quantities (float64, quote currency / base units) are stored as NUMERIC(38, 18).
+
+        Returns, for every table of the batch, the rows actually inserted or updated (rows skipped as
+        duplicates or stale states are not counted; 0 for an empty table).
+
+        Raises:
+            StoreValueError: (a StoreError) naming table, column, row and rule when a value cannot be
+                stored (see :func:`~engine.store.live.prepare_live`), or when a row references an
+                account, strategy instance or bot that is not stored (in this batch or before).
+            StoreError: if the schema is not migrated or the database fails (a unique
+                ``(account_id, name)`` taken by another id, for example). In every error case nothing
+                of the batch is written, in any table.
+        """
+        from engine.store.live import prepare_live
+
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            prepared = prepare_live(tables)
+            try:
+                return self._write_live(prepared)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"writing live tables ({', '.join(prepared)}) failed, nothing was written: {_describe(exc)}"
+                ) from exc
+
+    def read_live(
+        self,
+        table: str,
+        *,
+        account_id: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Rows of a live table as an Arrow table with its spec's schema (NUMERIC → float64,
+        timestamps ``timestamp[ns, UTC]`` as stored, i.e. floored to the microsecond; JSON as text).
+
+        ``account_id`` keeps one account's rows; ``where`` maps column → value (equality), ``None``
+        (IS NULL) or a list/tuple/set (IN); timestamp values are int ns (floored to the µs) or aware
+        datetimes. ``order_by`` is a column name, optionally followed by ``ASC``/``DESC``; ties (and the
+        default order) follow the primary key. ``limit`` caps the rows returned.
+
+        Raises:
+            ParameterError: an unknown table, a column that is not in the table or cannot be compared
+                (JSON, list, binary), a value of the wrong type, a malformed ``order_by`` or ``limit``.
+            StoreError: if the schema is not migrated or the database fails.
+        """
+        from engine.store.live import live_spec, read_clause, restore_live
+
+        spec = live_spec(table)
+        placeholder = self._migration_conn().placeholder
+        clause, params = read_clause(
+            spec, account_id=account_id, where=where, order_by=order_by, limit=limit, placeholder=placeholder
+        )
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            try:
+                raw = self._read_live(spec.name, spec.schema, clause, params)
+            except Exception as exc:
+                raise StoreError(f"reading {spec.name} failed: {_describe(exc)}") from exc
+            return restore_live(spec, raw)
+
+    def load_checkpoint(self, bot_id: str) -> tuple[int, int, bytes] | None:
+        """The latest checkpoint of a bot as ``(watermark_ns, seq, state)`` (watermark in ns since the
+        epoch), or None when the bot has none.
+
+        Raises:
+            ParameterError: ``bot_id`` is not a non-empty string.
+            StoreError: if the schema is not migrated or the database fails.
+        """
+        _text_arg("bot_id", bot_id)
+        rows = self.read_live("bot_checkpoints", where={"bot_id": bot_id}).to_pylist()
+        if not rows:
+            return None
+        row = rows[0]
+        return int(row["watermark_ns"]), int(row["seq"]), bytes(row["state"])
+
     # ---------------------------------------------------------------- backend hooks
 
     @abstractmethod
@@ -614,6 +709,19 @@ class Store(ABC):
     @abstractmethod
     def _fetch_sweep_runs(self, sweep_id: str, status: str | None) -> pa.Table:
         """The sweep's runs ordered by seq, run_key, cast to SWEEP_RUNS_SCHEMA."""
+
+    @abstractmethod
+    def _write_live(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        """Write prepared live tables (:func:`~engine.store.live.prepare_live` output, in write order)
+        in ONE transaction by their conflict modes, check their references (raising
+        :func:`~engine.store.live.broken_reference`), roll back on any error; return the rows
+        inserted or updated per table."""
+
+    @abstractmethod
+    def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
+        """``SELECT`` the columns of ``schema`` from live ``table`` with ``clause`` (WHERE / ORDER BY /
+        LIMIT, bound ``params``): same names and order, NUMERIC as float64, JSON as text, timestamps
+        as timestamps (µs), lists as lists, binary as binary."""
 
 
 # -------------------------------------------------------------------- open_store
@@ -801,11 +909,13 @@ def _validate_columns(
     schema: pa.Schema,
     nullable: frozenset[str],
     non_finite_as_null: frozenset[str] = frozenset(),
+    floor_us: bool = False,
 ) -> pa.Table:
     """``given`` checked against ``schema`` (exactly its columns, castable, no null outside ``nullable``,
-    floats finite and within NUMERIC(38, 18), timestamps whole microseconds, ``side`` ±1), with its
-    columns in schema order and timestamps cast to ``timestamp[us, UTC]``. Float columns named in
-    ``non_finite_as_null`` turn NaN/±inf into null (and may hold nulls).
+    floats finite and within NUMERIC(38, 18), timestamps whole microseconds, ``side`` ±1 where not
+    null), with its columns in schema order and timestamps cast to ``timestamp[us, UTC]``. Float
+    columns named in ``non_finite_as_null`` turn NaN/±inf into null (and may hold nulls). With
+    ``floor_us`` nanosecond timestamps are floored to the microsecond instead of rejected.
 
     Raises:
         StoreValueError: naming ``db_table``, the column and the first offending row.
@@ -830,7 +940,10 @@ def _validate_columns(
         if f.name in non_finite_as_null:
             col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, f.type))
         elif col.null_count and f.name not in nullable:
-            raise StoreValueError(db_table, f.name, f"{col.null_count} null value(s) in a NOT NULL column")
+            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise StoreValueError(
+                db_table, f.name, f"{col.null_count} null value(s) in a NOT NULL column (first at row {first})"
+            )
         if pa.types.is_floating(f.type):
             values = col.to_numpy(zero_copy_only=False)
             if col.null_count:  # nulls allowed here (checked above) are not values to bound
@@ -844,7 +957,9 @@ def _validate_columns(
                 i = int(big[0])
                 raise StoreValueError(db_table, f.name, f"row {i} is {values[i]}, beyond NUMERIC(38, 18)")
         elif pa.types.is_timestamp(f.type):
-            ints = col.cast(pa.int64()).to_numpy()
+            if floor_us:
+                col = pc.floor_temporal(col, unit="microsecond")
+            ints = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
             bad = np.flatnonzero(ints % 1000)
             if bad.size:
                 i = int(bad[0])
@@ -855,7 +970,7 @@ def _validate_columns(
                 )
             col = col.cast(_TS_US)
         elif f.name == "side":
-            values = col.to_numpy()
+            values = (pc.fill_null(col, 1) if col.null_count else col).to_numpy()
             bad = np.flatnonzero((values != 1) & (values != -1))
             if bad.size:
                 i = int(bad[0])

@@ -8,7 +8,7 @@ gets a :class:`StoreError`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from engine.store.base import (
     cast_loaded,
     duplicate_run,
 )
+from engine.store.live import LIVE_TABLES, broken_reference, insert_sql, reference_checks
 from engine.store.migrations import MigrationConnection
 from engine.store.portfolios import (
     PORTFOLIO_COLUMNS,
@@ -445,3 +446,50 @@ class DuckDBStore(Store):
             f"SELECT {', '.join(select)} FROM sweep_runs WHERE {where} ORDER BY seq, run_key", params=params
         )
         return rel.to_arrow_table()
+
+    # ---------------------------------------------------------------- live runtime
+
+    def _write_live(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        written = dict.fromkeys(tables, 0)
+        views: dict[str, str] = {}
+        try:
+            with _transaction(self._con):
+                for name, table in tables.items():
+                    if table.num_rows == 0:
+                        continue
+                    spec = LIVE_TABLES[name]
+                    views[name] = view = f"_tradengine_live_{name}_{uuid.uuid4().hex}"
+                    self._con.register(view, table)
+                    exprs = [
+                        _to_decimal(f.name)
+                        if pa.types.is_floating(f.type)
+                        else f"CAST({f.name} AS JSON)"
+                        if f.name in spec.json
+                        else f.name
+                        for f in table.schema
+                    ]
+                    result = self._con.execute(insert_sql(spec, view, exprs)).fetchall()
+                    written[name] = int(result[0][0]) if result else 0
+                for name, view in views.items():  # after every insert: rows of this batch count
+                    spec = LIVE_TABLES[name]
+                    for ref, query in reference_checks(spec, view):
+                        row = self._con.execute(query).fetchone()
+                        if row is not None:
+                            raise broken_reference(spec, ref, row)
+        finally:
+            for view in views.values():
+                self._con.unregister(view)
+        return written
+
+    def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
+        select = []
+        for f in schema:
+            if pa.types.is_floating(f.type):
+                select.append(f"CAST({f.name} AS DOUBLE)")
+            elif pa.types.is_int8(f.type):
+                select.append(f"CAST({f.name} AS TINYINT)")
+            elif pa.types.is_string(f.type):
+                select.append(f"CAST({f.name} AS VARCHAR)")  # JSON columns as their text
+            else:
+                select.append(f.name)
+        return self._con.sql(f"SELECT {', '.join(select)} FROM {table} {clause}", params=params).to_arrow_table()

@@ -9,12 +9,13 @@ a transaction-scoped advisory lock.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -33,6 +34,7 @@ from engine.store.base import (
     cast_loaded,
     duplicate_run,
 )
+from engine.store.live import LIVE_TABLES, broken_reference, insert_sql, reference_checks
 from engine.store.migrations import MigrationConnection
 from engine.store.portfolios import (
     PORTFOLIO_COLUMNS,
@@ -74,6 +76,28 @@ _RUN_COLUMNS = (
 _RUN_CASTS = {"params": "jsonb", "metrics": "jsonb", "settings": "jsonb", "symbols": "text[]"}
 _EPOCH_US = "(extract(epoch FROM {c}) * 1000000)::int8"
 _TS_US = pa.timestamp("us", tz="UTC")
+
+
+def _pg_array_literal(values: list[str] | None) -> str | None:
+    """A text[] literal (every element quoted and escaped) for COPY."""
+    if values is None:
+        return None
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def _copy_ready(table: pa.Table) -> pa.Table:
+    """``table`` with the columns CSV cannot carry as PostgreSQL reads them turned into text:
+    lists as array literals, binary as ``\\x<hex>`` (bytea's hex format)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_list(f.type):
+            values = [_pg_array_literal(v) for v in table[f.name].to_pylist()]
+        elif pa.types.is_binary(f.type):
+            values = [None if v is None else "\\x" + v.hex() for v in table[f.name].to_pylist()]
+        else:
+            continue
+        table = table.set_column(i, pa.field(f.name, pa.string()), pa.array(values, pa.string()))
+    return table
 
 
 class _PgMigrationConn:
@@ -466,3 +490,89 @@ class PostgresStore(Store):
                 quoted_strings_can_be_null=False,
             ),
         )
+
+    # ---------------------------------------------------------------- live runtime
+
+    def _write_live(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        written = dict.fromkeys(tables, 0)
+        stages: dict[str, str] = {}
+        with self._conn.transaction():
+            for name, table in tables.items():
+                if table.num_rows == 0:
+                    continue
+                spec = LIVE_TABLES[name]
+                cols = ", ".join(spec.columns)
+                stages[name] = stage = f"_live_stage_{name}"
+                self._conn.execute(
+                    f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {name} WITH NO DATA".encode()
+                )
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(_copy_ready(table), sink, pacsv.WriteOptions(include_header=False))
+                with (
+                    self._conn.cursor() as cur,
+                    cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT csv)".encode()) as copy,
+                ):
+                    copy.write(memoryview(sink.getvalue()))
+                with self._conn.cursor() as cur:
+                    cur.execute(insert_sql(spec, stage, spec.columns).encode())
+                    written[name] = max(cur.rowcount, 0)
+            for name, stage in stages.items():  # after every insert: rows of this batch count
+                spec = LIVE_TABLES[name]
+                for ref, query in reference_checks(spec, stage):
+                    row = self._conn.execute(query.encode()).fetchone()
+                    if row is not None:
+                        raise broken_reference(spec, ref, row)
+        return written
+
+    def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
+        select, types = [], {}
+        for f in schema:
+            if pa.types.is_timestamp(f.type):
+                select.append(_EPOCH_US.format(c=f.name))
+                types[f.name] = pa.int64()
+            elif pa.types.is_floating(f.type):
+                select.append(f"{f.name}::float8")
+                types[f.name] = pa.float64()
+            elif pa.types.is_list(f.type):
+                select.append(f"array_to_json({f.name})::text")
+                types[f.name] = pa.string()
+            elif pa.types.is_binary(f.type):
+                select.append(f"encode({f.name}, 'hex')")
+                types[f.name] = pa.string()
+            elif pa.types.is_string(f.type):
+                select.append(f"{f.name}::text")  # JSON columns as their text
+                types[f.name] = f.type
+            else:
+                select.append(f.name)
+                types[f.name] = f.type
+        query = f"COPY (SELECT {', '.join(select)} FROM {table} {clause}) TO STDOUT (FORMAT csv)"
+        buf = io.BytesIO()
+        with self._conn.cursor() as cur, cur.copy(query.encode(), params) as copy:
+            for chunk in copy:
+                buf.write(chunk)
+        if buf.tell() == 0:
+            return schema.empty_table()
+        buf.seek(0)
+        raw = pacsv.read_csv(
+            buf,
+            read_options=pacsv.ReadOptions(column_names=schema.names),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+        columns: list[pa.Array | pa.ChunkedArray] = []
+        for f in schema:
+            col = raw[f.name]
+            if pa.types.is_timestamp(f.type):
+                col = col.cast(_TS_US)
+            elif pa.types.is_list(f.type):
+                col = pa.array([None if v is None else orjson.loads(v) for v in col.to_pylist()], f.type)
+            elif pa.types.is_binary(f.type):
+                col = pa.array([None if v is None else bytes.fromhex(v) for v in col.to_pylist()], f.type)
+            columns.append(col)
+        return pa.table(columns, names=schema.names)
