@@ -169,7 +169,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """engine's ``tradectl`` parser with the ``sweep`` sub-command added."""
-    return engine_cli.build_parser(commands=(add_sweep_command,))
+    from actors.run_cli import add_run_command
+
+    return engine_cli.build_parser(commands=(add_sweep_command, add_run_command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,296 @@
+"""The market-data multiplexer actor (``mux:<symbol>`` or ``mux:<shard>`` in the dashboard).
+
+An asyncio actor hosting :class:`engine.marketdata.mux.MuxCore`. It opens its feed once (a replay
+of the catalog or a live exchange websocket, :mod:`engine.feeds`), however many bots subscribe,
+and fans batches out:
+
+* each batch is put in the object store **once** (``ray.put``) and the same reference goes to every
+  subscriber (``on_market_data.remote(gen, *refs)``; Ray resolves the references in the callee);
+* every subscriber has its own bounded queue in the core and at most ``inflight_limit`` calls in
+  flight, so a slow bot does not hold back the others; beyond ``max_queue`` the core conflates
+  quotes and turns on back-pressure (the pump stops pulling from the feed until queues drain);
+  trades and bars are never dropped;
+* a batching timer cuts streams every ``window_ms`` so a quiet stream still goes out promptly;
+* a subscriber that dies is dropped; when Ray restarts it, it subscribes again with the watermark of
+  its checkpoint and first receives the kept batches it missed (``replay_since``); each
+  subscription has a generation number, passed with every call, so calls addressed to the dead
+  incarnation are ignored by the new one.
+
+Metrics (``ray.util.metrics``, tagged by mux): ticks and bars in, rows out, queue depth, in-flight
+calls, back-pressure, batch fan-out latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util import metrics
+
+from engine.feeds.base import Feed, FeedBatch, FeedGap
+from engine.marketdata.mux import MuxCore
+from engine.marketdata.schemas import MarketBatch
+
+
+def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
+    """The feed a multiplexer opens: ``{"kind": "replay", "path", "start_ns", "end_ns", "speed",
+    "batch_rows"}`` or ``{"kind": "live", "exchange", "symbol_map": {unified: name}}``."""
+    if feed["kind"] == "replay":
+        from engine.feeds.replay import replay_from_catalog
+
+        return replay_from_catalog(
+            feed["path"],
+            stream,
+            symbols,
+            feed.get("start_ns"),
+            feed.get("end_ns"),
+            speed=feed.get("speed"),
+            batch_rows=int(feed.get("batch_rows", 4096)),
+            start_after_ns=feed.get("start_after_ns"),
+        )
+    from engine.feeds.live import CcxtLiveFeed
+
+    names = feed.get("symbol_map") or {s: s for s in symbols}
+    unified = [u for u, name in names.items() if name in symbols]
+    return CcxtLiveFeed(feed["exchange"], unified, stream, symbol_names={u: names[u] for u in unified})
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class MarketDataMux:
+    """See the module docstring.
+
+    Args:
+        name: the source name stamped on batches ("mux:BTCUSDT").
+        symbols: the symbols it serves.
+        feed: see :func:`make_feed`.
+        bars_from: "bars" (the feed replays bars of ``bar_timeframe``) or "trades".
+        bar_timeframe: base bar timeframe.
+        max_rows, window_ms, max_queue, history: :class:`MuxCore` settings.
+        inflight_limit: calls in flight per subscriber.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        symbols: list[str],
+        feed: dict[str, Any],
+        bars_from: str = "bars",
+        bar_timeframe: str = "1m",
+        max_rows: int = 4096,
+        window_ms: float = 5.0,
+        max_queue: int = 256,
+        history: int = 4096,
+        inflight_limit: int = 4,
+    ) -> None:
+        self.name = name
+        self.symbols = list(symbols)
+        self.feed_config = feed
+        self.core = MuxCore(
+            name,
+            symbols=symbols,
+            bar_timeframe=bar_timeframe,
+            bars_from=bars_from,
+            max_rows=max_rows,
+            window_ns=int(window_ms * 1e6),
+            max_queue=max_queue,
+            history=history,
+        )
+        self.window_s = window_ms / 1000.0
+        self.inflight_limit = inflight_limit
+        self.handles: dict[str, Any] = {}
+        self.gen: dict[str, int] = {}
+        self._refs: dict[int, tuple[MarketBatch, Any]] = {}
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._feed: Feed | None = None
+        self.done = asyncio.Event()
+        self.gaps: list[dict[str, Any]] = []
+        self.dead: list[str] = []
+        self.error = ""
+        tags = ("mux",)
+        self._tags = {"mux": name}
+        self._m_ticks = metrics.Counter("mux_rows_in", "rows (ticks or bars) into a multiplexer", tags)
+        self._m_out = metrics.Counter("mux_batches_out", "batch deliveries (calls) to subscribers", tags)
+        self._m_queue = metrics.Gauge("mux_queue_depth", "largest subscriber queue (batches)", tags)
+        self._m_bp = metrics.Gauge("mux_backpressure", "1 while back-pressure holds the feed", tags)
+        self._m_fanout = metrics.Histogram(
+            "mux_fanout_ms", "time to put and send one round of deliveries, ms", [0.1, 0.5, 1, 2, 5, 10, 50], tags
+        )
+
+    # ------------------------------------------------------------------ subscriptions
+    async def subscribe(
+        self, sub_id: str, handle: Any, streams: list[str], symbols: list[str] | None, since_ns: int | None = None
+    ) -> int:
+        """Subscribe (or re-subscribe, replacing an old subscription) ``sub_id``; with ``since_ns`` the
+        kept batches after that watermark are sent first (a gap is recorded when history is too
+        short). Returns the subscription's generation."""
+        if sub_id in self.handles:
+            self.core.unsubscribe(sub_id)
+        self.core.subscribe(sub_id, set(streams), set(symbols) if symbols else None)
+        self.handles[sub_id] = handle
+        gen = self.gen[sub_id] = self.gen.get(sub_id, 0) + 1
+        if since_ns is not None:
+            missed: list[MarketBatch] = []
+            for stream in streams:
+                kept = self.core.replay_since(sub_id, stream, since_ns)
+                if kept is None:
+                    self.gaps.append({"sub_id": sub_id, "stream": stream, "since_ns": since_ns, "reason": "history"})
+                else:
+                    missed.extend(kept)
+            if missed:
+                missed.sort(key=lambda b: (b.stream, b.seq))
+                self._send(sub_id, gen, missed, counted=False)
+        return gen
+
+    async def unsubscribe(self, sub_id: str) -> None:
+        if sub_id in self.handles:
+            self.core.unsubscribe(sub_id)
+            del self.handles[sub_id]
+
+    # ------------------------------------------------------------------ running
+    async def start(self) -> None:
+        """Open the feed and start pumping (idempotent)."""
+        if self._pump_task is None:
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+            self._timer_task = asyncio.get_running_loop().create_task(self._timer())
+
+    async def stop(self) -> None:
+        """Close the feed; pending batches are still delivered."""
+        if self._feed is not None:
+            await self._feed.close()
+
+    async def wait_done(self, timeout_s: float | None = None) -> bool:
+        """True once the feed has ended and every delivery has been processed."""
+        try:
+            await asyncio.wait_for(self.done.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        while self._pending or any(self.core.stats().queue_depth.values()):
+            await asyncio.sleep(0.005)
+            self._dispatch()
+        return True
+
+    async def _pump(self) -> None:
+        core = self.core
+        try:
+            streams = sorted(core.upstream_streams()) or [core.base_bars_stream]
+            self._feed = make_feed(self.feed_config, self.symbols, streams[0])
+            async for event in self._feed.events():
+                if isinstance(event, FeedGap):
+                    self.gaps.append(
+                        {
+                            "stream": event.stream,
+                            "symbol": event.symbol,
+                            "from_ns": event.from_ns,
+                            "to_ns": event.to_ns,
+                            "reason": event.reason,
+                        }
+                    )
+                    continue
+                core.ingest(event, time.time_ns())
+                self._m_ticks.inc(event.table.num_rows, self._tags)
+                if event.final:
+                    core.flush(time.time_ns(), force=True)
+                self._dispatch()
+                while core.backpressure():
+                    self._m_bp.set(1, self._tags)
+                    await self._wait_some()
+                    self._dispatch()
+                self._m_bp.set(0, self._tags)
+                await asyncio.sleep(0)
+        except Exception as exc:  # a broken feed must be visible, not silent
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            core.flush(time.time_ns(), force=True)
+            self._dispatch()
+            self.done.set()
+
+    async def _timer(self) -> None:
+        while not self.done.is_set():
+            await asyncio.sleep(self.window_s)
+            if self.core.flush(time.time_ns()):
+                self._dispatch()
+
+    async def _wait_some(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await asyncio.sleep(0.001)
+
+    # ------------------------------------------------------------------ delivery
+    def _dispatch(self) -> None:
+        started = time.perf_counter()
+        sent = 0
+        for sub_id, batches in self.core.deliveries(self.inflight_limit):
+            self._send(sub_id, self.gen[sub_id], batches, counted=True)
+            sent += 1
+        if sent:
+            self._m_fanout.observe((time.perf_counter() - started) * 1e3, self._tags)
+            self._m_out.inc(sent, self._tags)
+            depth = self.core.stats().queue_depth
+            self._m_queue.set(max(depth.values(), default=0), self._tags)
+
+    def _ref(self, batch: MarketBatch) -> Any:
+        key = id(batch)
+        hit = self._refs.get(key)
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        ref = ray.put(batch)
+        self._refs[key] = (batch, ref)
+        if len(self._refs) > 4 * self.core.history + 64:
+            for old in list(self._refs)[: len(self._refs) // 2]:
+                del self._refs[old]
+        return ref
+
+    def _send(self, sub_id: str, gen: int, batches: list[MarketBatch], counted: bool) -> None:
+        refs = [self._ref(b) for b in batches]
+        call = self.handles[sub_id].on_market_data.remote(gen, *refs)
+        fut: asyncio.Future[Any] = asyncio.ensure_future(
+            self._settle(sub_id, gen, call, len(batches) if counted else 0)
+        )
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    async def _settle(self, sub_id: str, gen: int, call: Any, n: int) -> None:
+        try:
+            await call
+        except (RayActorError, RayTaskError) as exc:
+            if self.gen.get(sub_id) == gen and sub_id in self.handles:
+                self.dead.append(f"{sub_id}: {type(exc).__name__}")
+                self.core.unsubscribe(sub_id)
+                del self.handles[sub_id]
+            return
+        if n and self.gen.get(sub_id) == gen and sub_id in self.handles:
+            self.core.ack(sub_id, n)
+            self._dispatch()
+
+    # ------------------------------------------------------------------ queries
+    async def stats(self) -> dict[str, Any]:
+        s = self.core.stats()
+        return {
+            "name": self.name,
+            "ticks_in": s.ticks_in,
+            "bars_in": s.bars_in,
+            "rows_out": dict(s.rows_out),
+            "batches_cut": dict(s.batches_cut),
+            "queue_depth": dict(s.queue_depth),
+            "inflight": dict(s.inflight),
+            "conflations": dict(s.conflations),
+            "backpressure": s.backpressure,
+            "subscribers": sorted(self.handles),
+            "gaps": list(self.gaps),
+            "dead": list(self.dead),
+            "done": self.done.is_set(),
+            "error": self.error,
+        }
+
+    async def ltp(self) -> dict[str, tuple[int, float]]:
+        return self.core.ltp()
+
+
+__all__ = ["FeedBatch", "MarketDataMux", "make_feed"]

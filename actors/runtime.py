@@ -1,0 +1,424 @@
+"""The supervisor and Python API of the live runtime: :class:`EngineRuntime`.
+
+It starts Ray (a local cluster by default, or joins one with ``address``), creates the named actors
+and offers every control operation, each scoped to a trading account:
+
+* ``recorder`` — the store's one writer (:mod:`actors.recorder`);
+* ``portfolio:<account>`` — allocation, pre-trade checks, equity, breakers (:mod:`actors.portfolio`);
+* ``mux:<symbol>`` (or ``mux:<first>+<n>`` for a shard) — market data (:mod:`actors.mux`);
+* ``bot:<account>/<name>`` — one per bot (:mod:`actors.bot`).
+
+Actors restart when they die (``max_restarts=-1``); a restarted bot rebuilds itself from its last
+checkpoint in the store and asks the multiplexers for what it missed. On start, bots whose stored
+status is ``running`` or ``paused`` are recreated and resume from their checkpoints
+(:meth:`EngineRuntime.resume_account`). :meth:`EngineRuntime.shutdown` follows seed 004's order:
+pause the strategies, stop the feeds, flush the recorder, close the store.
+
+Accounts, strategy instances and bots are rows of the store (``accounts``, ``strategy_instances``,
+``bots``); an operation naming a bot or instance of another account fails with
+:class:`~engine.errors.ParameterError` as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import ray
+
+from actors.bot import BotActor
+from actors.mux import MarketDataMux
+from actors.portfolio import PortfolioActor
+from actors.recorder import Recorder
+from engine.errors import ParameterError
+from engine.live.bot import BotSpec
+from engine.live.config import AccountConfig, RunConfig
+from engine.portfolio.manager import BreakerSettings
+from engine.risk.limits import RiskLimits
+from engine.store.url import resolve_store_url
+from engine.strategy.registry import StrategyRegistry
+from engine.timeframes import NS_PER_DAY
+
+NAMESPACE = "tradengine"
+
+
+class EngineRuntime:
+    """See the module docstring.
+
+    Args:
+        db_url: the store (``--db``); None: ``$TRADE_DB_URL`` or ``./data/engine.duckdb``.
+        address: a Ray cluster to join ("auto", "ray://host:10001"); None: start a local one.
+        strategy_folders: extra plugin folders.
+        dashboard: start the Ray dashboard with a local cluster (http://127.0.0.1:8265).
+        num_cpus: CPUs of a local cluster (actors take none; the default is every core).
+    """
+
+    def __init__(
+        self,
+        db_url: str | None = None,
+        *,
+        address: str | None = None,
+        strategy_folders: list[str] | None = None,
+        dashboard: bool = False,
+        num_cpus: int | None = None,
+    ) -> None:
+        target = resolve_store_url(db_url)
+        if target.dialect == "duckdb" and not target.is_memory:
+            path = Path(target.target).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db_url: str = str(path)
+        else:
+            self.db_url = target.target
+        self.address = address
+        self.strategy_folders = [str(Path(p).resolve()) for p in strategy_folders or []]
+        self.registry = StrategyRegistry([Path(p) for p in self.strategy_folders]).discover()
+        self.dashboard = dashboard
+        self.num_cpus = num_cpus
+        self.recorder: Any = None
+        self.portfolios: dict[str, Any] = {}
+        self.muxes: dict[str, Any] = {}  # mux name -> handle
+        self.mux_of: dict[str, str] = {}  # symbol -> mux name
+        self.bots: dict[str, Any] = {}  # bot_id -> handle
+        self.specs: dict[str, BotSpec] = {}
+        self.accounts: dict[str, AccountConfig] = {}
+        self.feed: dict[str, Any] | None = None
+        self._own_ray = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> EngineRuntime:
+        """Start (or join) Ray and the recorder (which migrates the store)."""
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs.update(include_dashboard=self.dashboard, num_cpus=self.num_cpus)
+            ray.init(**kwargs)
+            self._own_ray = True
+        self.recorder = Recorder.options(name="recorder", get_if_exists=True).remote(self.db_url)
+        ray.get(self.recorder.stats.remote())
+        return self
+
+    def shutdown(self) -> dict[str, Any]:
+        """Pause every bot's strategy, stop the feeds, flush the recorder (final checkpoints
+        included), close the store and stop Ray if this runtime started it. Bots keep their stored
+        status, so the next start resumes them. Returns the recorder's final counts."""
+        if self.bots:
+            ray.get([b.checkpoint.remote() for b in self.bots.values()])
+        if self.muxes:
+            ray.get([m.stop.remote() for m in self.muxes.values()])
+        if self.portfolios:
+            ray.get([p.flush.remote() for p in self.portfolios.values()])
+        stats: dict[str, Any] = {}
+        if self.recorder is not None:
+            ray.get(self.recorder.close.remote())
+            stats = ray.get(self.recorder.stats.remote())
+            for handle in [*self.bots.values(), *self.muxes.values(), *self.portfolios.values(), self.recorder]:
+                ray.kill(handle, no_restart=True)
+        self.bots.clear()
+        self.muxes.clear()
+        self.portfolios.clear()
+        self.recorder = None
+        if self._own_ray:
+            ray.shutdown()
+            self._own_ray = False
+        return stats
+
+    # ------------------------------------------------------------------ feeds
+    def set_feed(self, feed: dict[str, Any], bar_timeframe: str, shard_size: int = 1) -> None:
+        """Where multiplexers get data: ``{"kind": "replay", "path", "start_ns", "end_ns", "speed",
+        "batch_rows"}`` or ``{"kind": "live", "exchange"}``; bars of ``bar_timeframe``."""
+        self.feed = dict(feed)
+        self.bar_timeframe = bar_timeframe
+        self.shard_size = shard_size
+
+    def ensure_muxes(self, symbols: list[str], start_after_ns: int | None = None) -> None:
+        """Create the multiplexers for ``symbols`` not served yet, ``shard_size`` symbols each."""
+        if self.feed is None:
+            raise ParameterError("feed", "no market-data feed configured (set_feed first)")
+        new = sorted(s for s in set(symbols) if s not in self.mux_of)
+        for i in range(0, len(new), self.shard_size):
+            shard = new[i : i + self.shard_size]
+            name = f"mux:{shard[0]}" if len(shard) == 1 else f"mux:{shard[0]}+{len(shard) - 1}"
+            feed = dict(self.feed)
+            if start_after_ns is not None:
+                feed["start_after_ns"] = start_after_ns
+            bars_from = "trades" if feed.get("stream") == "trades" else "bars"
+            handle = MarketDataMux.options(name=name, get_if_exists=True).remote(
+                name, shard, feed, bars_from=bars_from, bar_timeframe=self.bar_timeframe,
+                max_rows=int(feed.get("batch_rows", 4096)), window_ms=float(feed.get("window_ms", 5.0)),
+            )  # fmt: skip
+            self.muxes[name] = handle
+            for s in shard:
+                self.mux_of[s] = name
+
+    def start_feeds(self) -> None:
+        """Start pumping every multiplexer (after the bots have subscribed)."""
+        ray.get([m.start.remote() for m in self.muxes.values()])
+
+    def wait_feeds(self, timeout_s: float | None = None) -> bool:
+        """True once every feed has ended and its deliveries were processed."""
+        return all(ray.get([m.wait_done.remote(timeout_s) for m in self.muxes.values()]))
+
+    def mux_stats(self) -> list[dict[str, Any]]:
+        return list(ray.get([m.stats.remote() for m in self.muxes.values()]))
+
+    # ------------------------------------------------------------------ accounts
+    def create_account(self, account: AccountConfig) -> None:
+        """Store the account and start its portfolio actor (allocations from its bots)."""
+        self.accounts[account.id] = account
+        row = {
+            "account_id": account.id,
+            "name": account.name or account.id,
+            "base_currency": account.base_currency,
+            "timezone": account.timezone,
+            "created_at": time.time_ns(),
+        }
+        ray.get(self.recorder.write_now.remote({"accounts": [row]}))
+        self.portfolios[account.id] = PortfolioActor.options(name=f"portfolio:{account.id}", get_if_exists=True).remote(
+            account.id,
+            account.capital,
+            account.allocations(),
+            account.risk if isinstance(account.risk, RiskLimits) else RiskLimits(),
+            account.breakers if isinstance(account.breakers, BreakerSettings) else BreakerSettings(),
+            self.recorder,
+        )
+
+    def _account(self, account_id: str) -> AccountConfig:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise ParameterError("account_id", f"unknown trading account {account_id!r}")
+        return account
+
+    # ------------------------------------------------------------------ strategy instances
+    def create_instance(self, account_id: str, name: str, strategy_type: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Create (or replace the parameters of) a strategy instance from a catalog type; the
+        parameters are validated against the plugin's schema before anything is stored.
+
+        Raises:
+            ParameterError: unknown account or type, or invalid parameters (field and rule named).
+        """
+        self._account(account_id)
+        cls = self.registry.get(strategy_type)
+        validated = cls.validate_params(params).model_dump(mode="json")
+        now = time.time_ns()
+        row = {
+            "instance_id": f"{account_id}/{name}",
+            "account_id": account_id,
+            "name": name,
+            "strategy_type": strategy_type,
+            "params": orjson.dumps(validated).decode(),
+            "status": "active",
+            "created_at": now,
+            "updated_at": now,
+        }
+        ray.get(self.recorder.write_now.remote({"strategy_instances": [row]}))
+        return row
+
+    def list_instances(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's strategy instances (active and archived)."""
+        self._account(account_id)
+        table: pa.Table = ray.get(
+            self.recorder.read.remote("strategy_instances", account_id=account_id, order_by="name")
+        )
+        return table.to_pylist()
+
+    def _instance(self, account_id: str, name: str) -> dict[str, Any]:
+        for row in self.list_instances(account_id):
+            if row["name"] == name:
+                return row
+        raise ParameterError("instance", f"no strategy instance {name!r} in account {account_id!r}")
+
+    def update_instance(self, account_id: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """New parameters for an instance whose bot is not running (validated first).
+
+        Raises:
+            ParameterError: unknown instance, invalid parameters, archived, or its bot is running.
+        """
+        row = self._instance(account_id, name)
+        if row["status"] == "archived":
+            raise ParameterError("instance", f"strategy instance {name!r} is archived")
+        if f"{account_id}/{name}" in self.bots:
+            raise ParameterError("instance", f"stop the bot of {name!r} before changing its parameters")
+        return self.create_instance(account_id, name, row["strategy_type"], params)
+
+    def archive_instance(self, account_id: str, name: str) -> None:
+        """Archive (soft-delete) an instance whose bot is not running."""
+        row = self._instance(account_id, name)
+        if f"{account_id}/{name}" in self.bots:
+            raise ParameterError("instance", f"stop the bot of {name!r} before archiving it")
+        row["status"] = "archived"
+        row["updated_at"] = time.time_ns()
+        ray.get(self.recorder.write_now.remote({"strategy_instances": [row]}))
+
+    # ------------------------------------------------------------------ bots
+    def create_bot(self, spec: BotSpec, feed_paths: dict[str, str | None] | None = None) -> Any:
+        """Create the bot actor of ``spec`` (its instance is created or refreshed); a bot with a stored
+        checkpoint restores it. Returns the actor handle.
+
+        Raises:
+            ParameterError: unknown account, type or parameters.
+        """
+        account = self._account(spec.account_id)
+        self.create_instance(spec.account_id, spec.name, spec.strategy_type, spec.params)
+        self.ensure_muxes(list(spec.symbols))
+        now = time.time_ns()
+        bot_row = {
+            "bot_id": spec.bot_id,
+            "account_id": spec.account_id,
+            "instance_id": spec.bot_id,
+            "name": spec.name,
+            "symbols": list(spec.symbols),
+            "timeframe": spec.timeframe,
+            "settings": orjson.dumps({"capital": spec.capital, "slippage_bps": spec.slippage_bps}).decode(),
+            "status": "created",
+            "status_reason": "",
+            "error_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        stored = self._bot_rows(spec.account_id).get(spec.bot_id)
+        if stored is None:
+            ray.get(self.recorder.write_now.remote({"bots": [bot_row]}))
+        muxes = {self.mux_of[s]: self.muxes[self.mux_of[s]] for s in spec.symbols}
+        paths = feed_paths or {}
+        handle = BotActor.options(name=f"bot:{spec.bot_id}", get_if_exists=True).remote(
+            spec,
+            muxes,
+            self.portfolios[account.id],
+            self.recorder,
+            self.strategy_folders,
+            paths.get("funding"),
+            paths.get("marks"),
+            float(paths.get("checkpoint_every_s") or 30.0),
+        )
+        self.bots[spec.bot_id] = handle
+        self.specs[spec.bot_id] = spec
+        return handle
+
+    def _bot_rows(self, account_id: str) -> dict[str, dict[str, Any]]:
+        table: pa.Table = ray.get(self.recorder.read.remote("bots", account_id=account_id))
+        return {r["bot_id"]: r for r in table.to_pylist()}
+
+    def _bot(self, account_id: str, name: str) -> Any:
+        handle = self.bots.get(f"{account_id}/{name}")
+        if handle is None or self.specs[f"{account_id}/{name}"].account_id != account_id:
+            raise ParameterError("bot", f"no bot {name!r} in account {account_id!r}")
+        return handle
+
+    def start_bot(self, account_id: str, name: str) -> dict[str, Any]:
+        return dict(ray.get(self._bot(account_id, name).start.remote()))
+
+    def pause_bot(self, account_id: str, name: str) -> dict[str, Any]:
+        return dict(ray.get(self._bot(account_id, name).pause.remote()))
+
+    def resume_bot(self, account_id: str, name: str) -> dict[str, Any]:
+        return dict(ray.get(self._bot(account_id, name).resume.remote()))
+
+    def stop_bot(self, account_id: str, name: str) -> dict[str, Any]:
+        return dict(ray.get(self._bot(account_id, name).stop.remote()))
+
+    def emergency_stop_all(self, account_id: str) -> list[dict[str, Any]]:
+        """Cancel every order and flatten every position of every bot of the account, then stop them."""
+        self._account(account_id)
+        handles = [h for bid, h in self.bots.items() if self.specs[bid].account_id == account_id]
+        return list(ray.get([h.emergency_stop.remote() for h in handles]))
+
+    def status(self, account_id: str) -> list[dict[str, Any]]:
+        """Every bot of the account: state, equity, positions, counters."""
+        self._account(account_id)
+        handles = [h for bid, h in self.bots.items() if self.specs[bid].account_id == account_id]
+        return list(ray.get([h.status.remote() for h in handles]))
+
+    def portfolio_summary(self, account_id: str) -> dict[str, Any]:
+        """Equity, drawdown and state of the account's portfolio and of each bot."""
+        self._account(account_id)
+        return dict(ray.get(self.portfolios[account_id].summary.remote()))
+
+    def events(self, account_id: str, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The account's events after ``after_seq`` (poll with the last seq seen to follow them)."""
+        self._account(account_id)
+        return list(ray.get(self.portfolios[account_id].events.remote(after_seq, limit)))
+
+    def force_resume(self, account_id: str, strategy: str | None = None) -> None:
+        """Manual release of the account's portfolio breaker or of one bot's breaker."""
+        self._account(account_id)
+        ray.get(self.portfolios[account_id].force_resume.remote(strategy))
+
+    def read(self, account_id: str, table: str, **kw: Any) -> pa.Table:
+        """A live table of the account from the store (fills, orders, positions, signals, …)."""
+        self._account(account_id)
+        result: pa.Table = ray.get(self.recorder.read.remote(table, account_id=account_id, **kw))
+        return result
+
+    # ------------------------------------------------------------------ sessions
+    def open_session(self, config: RunConfig, until_ns: int | None = None) -> list[BotSpec]:
+        """Create the accounts, instances, bots and multiplexers of a ``tradectl run`` config and
+        start the bots (those with a stored checkpoint resume from it). Feeds start with
+        :meth:`start_feeds`. Returns the bot specs.
+
+        Raises:
+            ParameterError: a config error the registry or the data reveal (field named).
+        """
+        from engine.data.catalog import load_bars
+        from engine.data.resample import infer_timeframe_ns
+        from engine.timeframes import timeframe_str
+
+        symbols = config.symbols()
+        probe = load_bars(config.dataset.bars, symbols, config.start_ns, _probe_end(config))
+        base_tf = timeframe_str(infer_timeframe_ns(probe))
+        specs = config.bot_specs(self.registry, base_tf)
+        end_ns = config.end_ns
+        if until_ns is not None:
+            end_ns = until_ns if end_ns is None else min(end_ns, until_ns)
+        self.set_feed(
+            {
+                "kind": "replay",
+                "path": str(config.dataset.bars),
+                "start_ns": config.start_ns,
+                "end_ns": end_ns,
+                "speed": config.feed.speed_factor,
+                "batch_rows": config.feed.batch_rows,
+                "window_ms": config.feed.window_ms,
+            },
+            base_tf,
+            config.feed.shard_size,
+        )
+        resume_from = self._resume_point(config)
+        self.ensure_muxes(symbols, resume_from)
+        for account in config.accounts:
+            self.create_account(account)
+        paths = {
+            "funding": str(config.dataset.funding) if config.dataset.funding else None,
+            "marks": str(config.dataset.marks) if config.dataset.marks else None,
+            "checkpoint_every_s": str(config.checkpoint_every_s),
+        }
+        for spec in specs:
+            self.create_bot(spec, paths)
+        ray.get([h.start.remote() for h in self.bots.values()])
+        return specs
+
+    def _resume_point(self, config: RunConfig) -> int | None:
+        """Replay start for a resumed session: the start of the UTC day of the oldest bot checkpoint
+        (whole days, so multiplexers rebuild higher-timeframe bars from complete buckets), or None
+        when some bot has no checkpoint (replay from the config's start)."""
+        marks = []
+        for account in config.accounts:
+            rows = ray.get(self.recorder.read.remote("bot_checkpoints", account_id=account.id))
+            have = {r["bot_id"]: r["watermark_ns"] for r in rows.select(["bot_id", "watermark_ns"]).to_pylist()}
+            for bot in account.bots:
+                wm = have.get(f"{account.id}/{bot.name}")
+                if wm is None:
+                    return None
+                marks.append(wm)
+        if not marks:
+            return None
+        return (min(marks) // NS_PER_DAY) * NS_PER_DAY - 1
+
+
+def _probe_end(config: RunConfig) -> int | None:
+    start = config.start_ns
+    return None if start is None else start + 2 * NS_PER_DAY
