@@ -30,7 +30,7 @@ from ray.util import metrics
 from engine.data.catalog import load_funding, load_marks
 from engine.live.bot import PAUSED, RUNNING, STOPPED, BotEngine, BotSpec
 from engine.live.merge import BarMerger
-from engine.marketdata.schemas import MarketBatch, bars_stream
+from engine.marketdata.schemas import TRADES, MarketBatch, bars_stream
 from engine.portfolio.live import PortfolioView
 from engine.risk.manager import Rejection
 from engine.risk.view import Exposure, OrderIntent
@@ -96,6 +96,7 @@ class BotActor:
         self.checkpoint_every_s = checkpoint_every_s
         registry = StrategyRegistry([Path(p) for p in strategy_folders or []]).discover()
         self.stream = bars_stream(spec.timeframe)
+        self.streams = [self.stream]
         self.merger = BarMerger(sorted(muxes), list(spec.symbols), _tf_ns(spec.timeframe))
         stored = ray.get(recorder.load_checkpoint.remote(spec.bot_id))
         self.restored = stored is not None
@@ -107,10 +108,12 @@ class BotActor:
             held = _present(marks_path, spec.symbols) if marks_path else []
             marks = load_marks(marks_path, symbols=held) if marks_path and held else None
             self.engine = BotEngine(spec, registry.get(spec.strategy_type), self.proxy, funding, marks)
+        if self.engine.strategy_cls.wants_on_tick():
+            self.streams.append(TRADES)
         self.subscribed = False
+        self.ticks = 0
         self.gens: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
-        self._dirty = False
         tags = ("account", "bot", "strategy")
         self._tags = {"account": spec.account_id, "bot": spec.bot_id, "strategy": spec.strategy_type}
         self._m_bars = metrics.Counter("bot_bars", "bars processed by a bot", tags)
@@ -134,7 +137,7 @@ class BotActor:
         since = min(self.engine.last_ts.values()) if len(self.engine.last_ts) == len(self.spec.symbols) else None
         handle = ray.get_runtime_context().current_actor
         names = sorted(self.muxes)
-        refs = [self.muxes[n].subscribe.remote(self.spec.bot_id, handle, [self.stream], None, since) for n in names]
+        refs = [self.muxes[n].subscribe.remote(self.spec.bot_id, handle, self.streams, None, since) for n in names]
         self.gens = dict(zip(names, ray.get(refs), strict=True))
         self.subscribed = True
 
@@ -203,6 +206,8 @@ class BotActor:
             "fees": e.account.fees_paid,
             "restored": self.restored,
             "pending_bars": self.merger.pending(),
+            "bars": sum(f.n for f in e.market_data.feeds.values()),
+            "ticks": self.ticks,
         }
 
     def checkpoint(self) -> int:
@@ -215,17 +220,29 @@ class BotActor:
         calls addressed to an earlier subscription (a previous life of this actor) are ignored.
         Returns bars processed."""
         now = time.time_ns()
+        ticked = 0
         for b in batches:
             if self.gens.get(b.source) != gen:
                 continue
             if b.stream == self.stream:
                 self.merger.add(b.source, b.stream, b.seq, b.table, b.watermark_ns)
-                self._m_latency.observe((now - b.ingest_ns) / 1e6, self._tags)
+            elif b.stream == TRADES and b.table.num_rows:
+                t = b.table
+                ticks = zip(
+                    t.column("symbol").to_pylist(),
+                    t.column("ts").cast(pa.int64()).to_pylist(),
+                    t.column("price").to_pylist(),
+                    t.column("size").to_pylist(),
+                    strict=True,
+                )
+                ticked += self.engine.on_ticks(list(ticks))
+            self._m_latency.observe((now - b.ingest_ns) / 1e6, self._tags)
         rows = self.merger.ready()
         done = self.engine.on_bars(rows) if rows else 0
+        self.ticks += ticked
         if done:
             self._m_bars.inc(done, self._tags)
-            self._dirty = True
+        if done or ticked:
             self._publish()
         self._m_pending.set(self.merger.pending(), self._tags)
         return done

@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import ray
 from ray.util import metrics
 
 from engine.portfolio.live import LivePortfolio, PortfolioView
-from engine.portfolio.manager import BreakerSettings
+from engine.portfolio.manager import BreakerSettings, Snapshot
 from engine.risk.limits import RiskLimits
 from engine.risk.manager import Rejection
 from engine.risk.view import Exposure, OrderIntent
@@ -46,6 +47,7 @@ class PortfolioActor:
         self._last_flush = time.monotonic()
         self._event_seq0 = self._stored_max("portfolio_events")
         self._rejection_seq0 = self._stored_max("risk_rejections")
+        self._restore()
         tags = {"account": account_id}
         self._m_equity = metrics.Gauge("portfolio_equity", "portfolio equity (quote currency)", ("account",))
         self._m_dd = metrics.Gauge("portfolio_drawdown_pct", "portfolio drawdown (percent)", ("account",))
@@ -58,6 +60,24 @@ class PortfolioActor:
         """Highest sequence number already stored for the account (a restarted actor continues)."""
         rows = ray.get(self.recorder.read.remote(table, account_id=self.account_id, order_by="seq DESC", limit=1))
         return int(rows.column("seq")[0].as_py()) if rows.num_rows else 0
+
+    def _restore(self) -> None:
+        """A restarted actor (or a resumed session) rebuilds equity, peaks and breaker states from
+        the account's latest stored snapshots."""
+        n = len(self.portfolio.manager.books) + 1
+        rows = ray.get(
+            self.recorder.read.remote("portfolio_snapshots", account_id=self.account_id, order_by="ts DESC", limit=n)
+        )
+        if not rows.num_rows:
+            return
+        ts = rows.column("ts").cast(pa.int64()).to_pylist()
+        self.portfolio.restore(
+            [
+                Snapshot(t, r["strategy"], r["equity"], r["peak"], r["drawdown_pct"], r["state"])
+                for t, r in zip(ts, rows.drop_columns(["ts"]).to_pylist(), strict=True)
+                if t == ts[0]
+            ]
+        )
 
     # ------------------------------------------------------------------ bots
     def check(

@@ -7,7 +7,9 @@ accumulate until ``flush_rows`` are buffered or ``flush_interval_s`` has passed,
 goes in one transaction. Fills, signals, snapshots, events and rejections are idempotent by their
 ids and orders, positions and checkpoints are upserts, so a replayed batch (a bot restarted from a
 checkpoint) changes nothing. A bot's checkpoint is written in the same transaction as the rows it
-sent before it, so a stored checkpoint never runs ahead of the stored records.
+sent before it, so a stored checkpoint never runs ahead of the stored records. A batch the store
+rejects (a row breaking a rule) is not written at all; its rows are counted in ``dropped`` and the
+error kept in :meth:`Recorder.stats` (``tradectl run`` prints them).
 
 Reads (control plane, restarts) go through it too: the store is not opened by anyone else.
 """
@@ -20,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from engine.errors import StoreError
 from engine.store.base import open_store
 from engine.store.live import LIVE_TABLES
 
@@ -37,6 +40,8 @@ class Recorder:
         self._last_flush = time.monotonic()
         self.written: dict[str, int] = {}
         self.flushes = 0
+        self.errors: list[str] = []
+        self.dropped = 0
 
     # ------------------------------------------------------------------ writes
     def write(self, tables: dict[str, list[dict[str, Any]]]) -> int:
@@ -63,8 +68,14 @@ class Recorder:
         if not self._buffered:
             return {}
         rows, self._rows, self._buffered = self._rows, {}, 0
-        tables = {name: pa.Table.from_pylist(r, schema=LIVE_TABLES[name].schema) for name, r in rows.items()}
-        counts = self.store.write_live(tables)
+        try:
+            tables = {name: pa.Table.from_pylist(r, schema=LIVE_TABLES[name].schema) for name, r in rows.items()}
+            counts = self.store.write_live(tables)
+        except (StoreError, ValueError, TypeError, pa.ArrowException) as exc:
+            # the store wrote nothing of this batch; keep going and make the loss visible
+            self.dropped += sum(len(r) for r in rows.values())
+            self.errors = [*self.errors[-19:], f"{type(exc).__name__}: {exc}"]
+            return {}
         for name, n in counts.items():
             self.written[name] = self.written.get(name, 0) + n
         self.flushes += 1
@@ -90,7 +101,13 @@ class Recorder:
 
     def stats(self) -> dict[str, Any]:
         """Rows written per table, flushes, rows buffered."""
-        return {"written": dict(self.written), "flushes": self.flushes, "buffered": self._buffered}
+        return {
+            "written": dict(self.written),
+            "flushes": self.flushes,
+            "buffered": self._buffered,
+            "dropped": self.dropped,
+            "errors": list(self.errors),
+        }
 
     def close(self) -> dict[str, int]:
         """Flush and close the store (shutdown's last step)."""

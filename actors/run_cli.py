@@ -105,6 +105,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             "stored: " + ", ".join(f"{n} {k}" for k, n in sorted(written.items())) + f" in {runtime.db_url}",
             highlight=False,
         )
+    for error in stats.get("errors", []):
+        print(f"warning: the store rejected a batch ({stats.get('dropped', 0)} rows dropped in all): {error}",
+              file=sys.stderr)  # fmt: skip
+    for mux in snapshot["muxes"]:
+        for gap in mux["gaps"]:
+            print(f"warning: {mux['name']}: data gap {gap}", file=sys.stderr)
+        if mux["error"]:
+            print(f"warning: {mux['name']}: feed failed: {mux['error']}", file=sys.stderr)
     return 130 if interrupted else 0
 
 

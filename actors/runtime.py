@@ -368,8 +368,12 @@ class EngineRuntime:
         from engine.timeframes import timeframe_str
 
         symbols = config.symbols()
-        probe = load_bars(config.dataset.bars, symbols, config.start_ns, _probe_end(config))
-        base_tf = timeframe_str(infer_timeframe_ns(probe))
+        ds = config.dataset
+        if ds.bars is not None:
+            probe = load_bars(ds.bars, symbols, config.start_ns, _probe_end(config))
+            base_tf = timeframe_str(infer_timeframe_ns(probe))
+        else:
+            base_tf = config.feed.bar_timeframe
         specs = config.bot_specs(self.registry, base_tf)
         end_ns = config.end_ns
         if until_ns is not None:
@@ -377,7 +381,8 @@ class EngineRuntime:
         self.set_feed(
             {
                 "kind": "replay",
-                "path": str(config.dataset.bars),
+                "path": str(ds.bars or ds.trades),
+                "stream": "trades" if ds.trades is not None else f"bars:{base_tf}",
                 "start_ns": config.start_ns,
                 "end_ns": end_ns,
                 "speed": config.feed.speed_factor,

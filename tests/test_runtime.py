@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 
 from actors.runtime import EngineRuntime  # noqa: E402
 from engine.backtest.runner import Backtest, BacktestSettings, split_bars  # noqa: E402
-from engine.data.catalog import load_bars, load_funding  # noqa: E402
+from engine.data.catalog import BAR_SCHEMA, load_bars, load_funding  # noqa: E402
 from engine.errors import ParameterError  # noqa: E402
 from engine.live.config import load_run_config  # noqa: E402
 from engine.strategy.registry import StrategyRegistry  # noqa: E402
@@ -251,3 +251,130 @@ def test_accounts_are_isolated(tmp_path: Path) -> None:
         assert runtime.read("desk-b", "bots").column("name").to_pylist() == ["ton-ema"]
     finally:
         runtime.shutdown()
+
+
+SLOW = '''
+import time
+
+from engine.strategy import Strategy
+
+
+class Slow(Strategy):
+    type = "slow"
+    display_name = "Slow"
+    description = "sleeps in every on_bar (back-pressure tests)"
+    version = "1.0.0"
+    author = "tests"
+
+    def on_bar(self, bar):
+        time.sleep(0.004)
+'''
+
+
+def test_slow_bot_does_not_stall_the_others_and_loses_no_bar(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow.py").write_text(SLOW)
+    bots = [*BOTS, {"name": "slow", "type": "slow", "allocation": 10, "symbols": ["DOGEUSDT", "LINKUSDT"]}]
+    runtime = EngineRuntime(str(tmp_path / "s.duckdb"), strategy_folders=[str(plugins)], num_cpus=2).start()
+    try:
+        config = load_run_config(write_config(tmp_path, bots=bots))
+        runtime.open_session(config)
+        expected = {  # bars per bot: 2 days of 1m bars (5m for pair-rsi), every symbol
+            "desk-a/doge-sma": 2880, "desk-a/pair-rsi": 2 * 576, "desk-b/ton-ema": 2880, "desk-a/slow": 2 * 2880,
+        }  # fmt: skip
+        runtime.start_feeds()
+        finished: dict[str, float] = {}
+        t0 = time.monotonic()
+        while len(finished) < len(expected) and time.monotonic() - t0 < 240:
+            for bot_id, handle in runtime.bots.items():
+                if bot_id not in finished and ray.get(handle.status.remote())["bars"] == expected[bot_id]:
+                    finished[bot_id] = time.monotonic() - t0
+            time.sleep(0.02)
+        assert runtime.wait_feeds(timeout_s=60)
+        status = {bid: ray.get(h.status.remote()) for bid, h in runtime.bots.items()}
+        runtime.shutdown()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    # the slow bot needs ≥ 5,760 × 4 ms ≈ 23 s; the others are done long before and lost nothing
+    assert {b: s["bars"] for b, s in status.items()} == expected
+    assert finished["desk-a/slow"] > 20
+    for bot_id in ("desk-a/doge-sma", "desk-a/pair-rsi", "desk-b/ton-ema"):
+        assert finished[bot_id] < finished["desk-a/slow"] / 2, finished
+
+
+TRADES_FILE = DATA / "freqtrade_binance_xrpeth_trades_2019-10.parquet"
+TICKER = '''
+from engine.strategy import Strategy
+
+
+class Ticker(Strategy):
+    type = "ticker"
+    display_name = "Ticker"
+    description = "checks that trades arrive in time order (tick tests)"
+    version = "1.0.0"
+    author = "tests"
+
+    def on_init(self):
+        self.last = 0
+
+    def on_tick(self, tick):
+        if tick.ts < self.last or tick.price <= 0:
+            raise RuntimeError(f"tick out of order at {tick.ts}")
+        self.last = tick.ts
+'''
+
+
+def test_bars_built_from_ticks_reach_the_bots(tmp_path: Path) -> None:
+    """A trades replay: the multiplexer builds 1m and 5m bars from the ticks; a bar bot's fills equal the
+    backtest on bars aggregated independently with pandas, and an on_tick bot sees every trade in order."""
+    import pandas as pd
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "ticker.py").write_text(TICKER)
+    sma = {"name": "xrp-sma", "type": "sma_crossover", "params": {"fast": 5, "slow": 20, "size_pct": 50},
+           "allocation": 50, "symbols": ["XRPETH"]}  # fmt: skip
+    config = {
+        "name": "ticks",
+        "dataset": {"trades": str(TRADES_FILE)},
+        "feed": {"speed": "max", "batch_rows": 1000, "bar_timeframe": "1m"},
+        "slippage_bps": 1,
+        "venue": {"maker_fee_bps": 2, "taker_fee_bps": 4},
+        "accounts": [{"id": "t", "capital": 1000, "risk": OPEN, "breakers": NO_BREAKERS, "bots": [
+            sma, {"name": "ticker", "type": "ticker", "allocation": 10, "symbols": ["XRPETH"]}]}],
+    }  # fmt: skip
+    path = tmp_path / "ticks.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runtime = EngineRuntime(str(tmp_path / "t.duckdb"), strategy_folders=[str(plugins)], num_cpus=2).start()
+    try:
+        runtime.open_session(load_run_config(path))
+        runtime.start_feeds()
+        assert runtime.wait_feeds(timeout_s=120)
+        status = {s["name"]: s for s in runtime.status("t")}
+        fills = runtime.read("t", "live_fills")
+        runtime.shutdown()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    trades = pd.read_parquet(TRADES_FILE)
+    assert status["ticker"]["ticks"] == len(trades) and status["ticker"]["errors"] == 0
+    minute = trades["timestamp"].dt.floor("1min")
+    g = trades.groupby(minute)
+    ref = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
+                        "close": g["price"].last(), "volume": g["amount"].sum()}).reset_index(names="ts")  # fmt: skip
+    ref.insert(0, "symbol", "XRPETH")
+    bars = pa.Table.from_pandas(ref, preserve_index=False).cast(BAR_SCHEMA)
+    assert status["xrp-sma"]["bars"] == bars.num_rows
+    from engine.instruments import Instrument
+
+    inst = {"XRPETH": Instrument(symbol="XRPETH", kind="perpetual", maker_fee=0.0002, taker_fee=0.0004)}
+    registry = StrategyRegistry().discover()
+    bt = Backtest(registry.get("sma_crossover"), sma["params"], split_bars(bars), "1m", inst,
+                  BacktestSettings(cash=500, slippage_bps=1)).run()  # fmt: skip
+    want = [(ts // 1000 * 1000, i, s, side, numeric(q), numeric(p), numeric(f)) for ts, i, s, side, q, p, f in zip(
+        bt.fills.column("ts").cast(pa.int64()).to_pylist(), *(bt.fills.column(c).to_pylist() for c in
+        ("fill_id", "symbol", "side", "qty", "price", "fee")), strict=True)]  # fmt: skip
+    assert len(want) > 10
+    assert fills_of(fills, "t/xrp-sma") == want

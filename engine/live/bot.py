@@ -64,6 +64,7 @@ from engine.risk.manager import Rejection
 from engine.risk.view import Exposure, OrderIntent
 from engine.strategy.base import Strategy, StrategyParams
 from engine.strategy.funding import funding_by_symbol
+from engine.strategy.series import Tick
 from engine.strategy.services import StrategyServices
 from engine.timeframes import timeframe_ns
 
@@ -236,6 +237,8 @@ class BotEngine:
         self.now_ns = 0
         #: open time of the last bar processed per symbol (restored bots skip what they have seen)
         self.last_ts: dict[str, int] = {}
+        #: time of the last trade handed to ``on_tick`` per symbol
+        self.last_tick_ts: dict[str, int] = {}
         instruments = {s: spec.instruments[s] for s in self.symbols}
         self.market_data = LiveMarketData(
             self.symbols,
@@ -397,6 +400,29 @@ class BotEngine:
                 self._guard("on_bar", symbol, self.strategy.on_bar, md.bar(symbol))
         if acted and wants:
             self._end_slice(slice_ts + tf)
+        return done
+
+    def on_ticks(self, rows: Sequence[tuple[str, int, float, float]]) -> int:
+        """Hand trades ``(symbol, ts ns UTC, price, size)`` of the bot's symbols to ``on_tick``, in
+        order, while the bot runs and its strategy overrides it. Ticks do not fill orders (the paper
+        venue matches on bars, as in the backtests) and do not move marks. Returns ticks handed over.
+        """
+        if self.state != RUNNING or not self.strategy_cls.wants_on_tick():
+            return 0
+        if not self.started:
+            self.start()
+        done = 0
+        on_tick = self.strategy.on_tick
+        last = self.last_tick_ts
+        for symbol, ts, price, size in rows:
+            if symbol not in self.funding or ts < last.get(symbol, ts):
+                continue  # not ours, or already seen before a restart (ticks at the same ns may repeat)
+            last[symbol] = ts
+            if self.state != RUNNING:
+                break
+            self.now_ns = ts
+            self._guard("on_tick", symbol, on_tick, Tick(symbol, ts, price, size))
+            done += 1
         return done
 
     def _active(self, symbol: str, k: int, ts: int) -> bool:

@@ -6,7 +6,8 @@ Shape (paths relative to the config file's folder; times ISO 8601, naive = UTC):
     start: 2026-01-05            # replay from here (earlier data is not read)
     end: 2026-01-07              # optional, exclusive
     dataset: {bars: data/perp_1m.parquet, funding: data/funding.parquet, marks: null}
-    feed: {speed: max, batch_rows: 4096, window_ms: 5, shard_size: 1}
+                                 # or {trades: data/ticks.parquet}: bars of feed.bar_timeframe from ticks
+    feed: {speed: max, batch_rows: 4096, window_ms: 5, shard_size: 1, bar_timeframe: 1m}
     slippage_bps: 1
     venue: {taker_fee_bps: 4, maker_fee_bps: 2}
     instruments: {DOGEUSDT: {lot_size: 1}}
@@ -47,7 +48,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from engine.errors import ParameterError
 from engine.instruments import Instrument
 from engine.live.bot import BotSpec, ErrorPolicy
-from engine.portfolio.config import Dataset, InstrumentOverride, Venue, _merge, _Model, _read, _to_ns, make_instrument
+from engine.portfolio.config import InstrumentOverride, Venue, _merge, _Model, _read, _to_ns, make_instrument
 from engine.portfolio.manager import BreakerSettings
 from engine.risk.limits import RiskLimits
 from engine.strategy.base import params_error
@@ -55,6 +56,22 @@ from engine.strategy.registry import StrategyRegistry
 from engine.timeframes import timeframe_ns, timeframe_str
 
 _NAME = r"^[A-Za-z0-9_.:-]+$"
+
+
+class LiveDataset(_Model):
+    """The replayed files: ``bars`` (OHLCV) or ``trades`` (ticks; the multiplexers build bars of
+    ``feed.bar_timeframe`` from them), plus optional funding rates and mark prices."""
+
+    bars: Path | None = None
+    trades: Path | None = None
+    funding: Path | None = None
+    marks: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LiveDataset:
+        if (self.bars is None) == (self.trades is None):
+            raise ParameterError("dataset", "give exactly one of bars and trades")
+        return self
 
 
 class FeedSettings(_Model):
@@ -65,6 +82,12 @@ class FeedSettings(_Model):
     batch_rows: int = Field(default=4096, ge=1, le=1_000_000)
     window_ms: float = Field(default=5.0, ge=0.0, le=60_000.0, allow_inf_nan=False)
     shard_size: int = Field(default=1, ge=1, le=10_000)
+    bar_timeframe: str = "1m"
+
+    @field_validator("bar_timeframe")
+    @classmethod
+    def _bar_tf(cls, value: str) -> str:
+        return timeframe_str(timeframe_ns(value))
 
     @field_validator("speed")
     @classmethod
@@ -144,7 +167,7 @@ class RunConfig(_Model):
     name: str = Field(default="paper", min_length=1, max_length=128)
     start: datetime | None = None
     end: datetime | None = None
-    dataset: Dataset
+    dataset: LiveDataset
     feed: FeedSettings = Field(default_factory=FeedSettings)
     slippage_bps: float = Field(default=0.0, ge=0.0, lt=1000.0, allow_inf_nan=False)
     venue: Venue = Field(default_factory=Venue)
@@ -228,7 +251,7 @@ class RunConfig(_Model):
 def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     ds = raw.get("dataset")
     if isinstance(ds, dict):
-        for key in ("bars", "funding", "marks", "open_interest"):
+        for key in ("bars", "trades", "funding", "marks"):
             value = ds.get(key)
             if isinstance(value, str) and not Path(value).is_absolute():
                 ds[key] = str((base / value).resolve())
@@ -248,7 +271,7 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise params_error(exc) from None
-    for key in ("bars", "funding", "marks", "open_interest"):
+    for key in ("bars", "trades", "funding", "marks"):
         file = getattr(config.dataset, key)
         if file is not None and not Path(file).is_file():
             raise ParameterError(f"dataset.{key}", f"file not found: {file}")

@@ -29,10 +29,11 @@ from typing import Any
 
 from engine.errors import ParameterError
 from engine.portfolio.events import EventLog
-from engine.portfolio.manager import BreakerSettings, PortfolioManager, Snapshot
+from engine.portfolio.manager import BreakerSettings, PortfolioManager, Snapshot, StrategyState
 from engine.risk.limits import RiskLimits
 from engine.risk.manager import Rejection, RiskManager
 from engine.risk.view import Exposure, OrderIntent, RiskSnapshot
+from engine.timeframes import NS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,31 @@ class LivePortfolio:
         verdict = self.risk.check(intent, snapshot)
         self._verdicts[key] = verdict
         return verdict
+
+    def restore(self, snapshots: Sequence[Snapshot]) -> None:
+        """Rebuild equity, peaks, drawdowns and breaker states from stored snapshots (a restarted
+        portfolio actor): for the portfolio ("") and each known bot, its latest snapshot wins.
+        Bots report again after their next batch; verdicts memoised before the restart are not
+        restored (a bot replaying from a checkpoint at that moment is checked afresh)."""
+        m = self.manager
+        latest: dict[str, Snapshot] = {}
+        for snap in snapshots:
+            known = snap.strategy in self._equity or snap.strategy == ""
+            if known and (snap.strategy not in latest or snap.ts >= latest[snap.strategy].ts):
+                latest[snap.strategy] = snap
+        for name, snap in latest.items():
+            book = m.portfolio if name == "" else m.books[name]
+            book.equity, book.peak, book.drawdown = snap.equity, snap.peak, snap.drawdown_pct
+            book.tripped = snap.state in ("halted", "paused") if name == "" else snap.state == "paused"
+            book.tripped_at = snap.ts
+            if name:
+                self._equity[name] = snap.equity
+                m.states[name] = StrategyState(snap.state)
+            self.time_ns = max(self.time_ns, snap.ts)
+        if self.time_ns:
+            m._day = self.time_ns // NS_PER_DAY
+            m._next_snapshot = (self.time_ns // m.settings.snapshot_ns + 1) * m.settings.snapshot_ns
+            m.day_start_equity = m.portfolio.equity
 
     def force_resume(self, ts: int, strategy: str | None = None) -> None:
         """Manual release of the portfolio breaker (``strategy`` None) or of one bot's breaker."""

@@ -142,6 +142,11 @@ class Strategy:
         """Called once when the run or bot stops."""
 
     @classmethod
+    def wants_on_tick(cls) -> bool:
+        """True when the plugin overrides :meth:`on_tick` (a live bot then subscribes to trades)."""
+        return cls.on_tick is not Strategy.on_tick
+
+    @classmethod
     def wants_on_bars(cls) -> bool:
         """True when the plugin overrides :meth:`on_bars`."""
         return cls.on_bars is not Strategy.on_bars
