@@ -37,7 +37,9 @@ from engine.marketdata.schemas import MarketBatch
 
 def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
     """The feed a multiplexer opens: ``{"kind": "replay", "path", "start_ns", "end_ns", "speed",
-    "batch_rows"}`` or ``{"kind": "live", "exchange", "symbol_map": {unified: name}}``."""
+    "batch_rows"}`` or ``{"kind": "live", "exchange", "symbol_map": {name: ccxt symbol}, "playback":
+    recording or None}`` (a recording plays a recorded session back offline, see
+    :mod:`engine.feeds.recorded`)."""
     if feed["kind"] == "replay":
         from engine.feeds.replay import replay_from_catalog
 
@@ -53,9 +55,14 @@ def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
         )
     from engine.feeds.live import CcxtLiveFeed
 
-    names = feed.get("symbol_map") or {s: s for s in symbols}
-    unified = [u for u, name in names.items() if name in symbols]
-    return CcxtLiveFeed(feed["exchange"], unified, stream, symbol_names={u: names[u] for u in unified})
+    names: dict[str, str] = feed.get("symbol_map") or {s: s for s in symbols}  # engine symbol -> ccxt symbol
+    unified = {names[s]: s for s in symbols}
+    factory = None
+    if feed.get("playback"):
+        from engine.feeds.recorded import playback_factory
+
+        factory = playback_factory(feed["playback"])
+    return CcxtLiveFeed(feed["exchange"], list(unified), stream, symbol_names=unified, client_factory=factory)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)

@@ -369,7 +369,9 @@ class EngineRuntime:
 
         symbols = config.symbols()
         ds = config.dataset
-        if ds.bars is not None:
+        if config.feed.source == "live":
+            base_tf = config.feed.bar_timeframe
+        elif ds.bars is not None:
             probe = load_bars(ds.bars, symbols, config.start_ns, _probe_end(config))
             base_tf = timeframe_str(infer_timeframe_ns(probe))
         else:
@@ -378,20 +380,26 @@ class EngineRuntime:
         end_ns = config.end_ns
         if until_ns is not None:
             end_ns = until_ns if end_ns is None else min(end_ns, until_ns)
-        self.set_feed(
-            {
-                "kind": "replay",
-                "path": str(ds.bars or ds.trades),
-                "stream": "trades" if ds.trades is not None else f"bars:{base_tf}",
-                "start_ns": config.start_ns,
-                "end_ns": end_ns,
-                "speed": config.feed.speed_factor,
-                "batch_rows": config.feed.batch_rows,
+        feed: dict[str, Any] = {
+            "kind": "replay",
+            "path": str(ds.bars or ds.trades),
+            "stream": "trades" if ds.trades is not None else f"bars:{base_tf}",
+            "start_ns": config.start_ns,
+            "end_ns": end_ns,
+            "speed": config.feed.speed_factor,
+            "batch_rows": config.feed.batch_rows,
+            "window_ms": config.feed.window_ms,
+        }
+        if config.feed.source == "live":
+            feed = {
+                "kind": "live",
+                "stream": "trades",
+                "exchange": config.feed.exchange,
+                "symbol_map": {s: config.feed.ccxt_symbol(s) for s in symbols},
+                "playback": str(config.feed.playback) if config.feed.playback else None,
                 "window_ms": config.feed.window_ms,
-            },
-            base_tf,
-            config.feed.shard_size,
-        )
+            }
+        self.set_feed(feed, base_tf, config.feed.shard_size)
         resume_from = self._resume_point(config)
         self.ensure_muxes(symbols, resume_from)
         for account in config.accounts:

@@ -54,7 +54,6 @@ FUNDING_TIME_COLUMNS = ("funding_time", *TIME_COLUMNS)
 RATE_COLUMNS = ("funding_rate", "rate")
 _UNNAMED = ("", "unnamed: 0", "__index_level_0__")
 _PRICE_RULE = "open/high/low/close must be finite and > 0"
-_VOLUME_RULE = "volume must be finite and >= 0"
 
 PathLike = str | Path
 
@@ -104,7 +103,7 @@ def load_bars(
         exchange=exchange,
     )
     _check_prices(name, t)
-    _check_volume(name, t)
+    _check_non_negative(name, t, "volume")
     order = _check_order(name, t, time_col, hint=_exchange_hint(has_exchange, exchange))
     return _output(t.take(order), BAR_SCHEMA)
 
@@ -392,11 +391,16 @@ class _Source:
             types = {c: pa.string() for c in strings if c is not None}
             return pacsv.read_csv(
                 self.path,
+                read_options=self._csv_read_options(),
                 convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types),
             )
         except (OSError, pa.ArrowException) as exc:
             kind = "Parquet" if self.fmt == "parquet" else "CSV"
             raise DataError(self.name, None, f"unreadable {kind} file: {exc}") from exc
+
+    def _csv_read_options(self) -> pacsv.ReadOptions | None:
+        """How :meth:`read` reads a CSV file (``None``: the first row is the header)."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------- selection
@@ -415,20 +419,57 @@ def _select(
 ) -> tuple[str, pa.Table, bool, str]:
     """Read the file and apply the filters.
 
-    Returns ``(file name, table in file order, whether the file has an exchange column, time column name)``.
-
-    The table has ``symbol`` (string), ``ts`` (int64 ns UTC), the float64 ``values`` columns and ``row`` (the
-    0-based data row in the file, for error messages).
+    Returns ``(file name, table in file order, whether the file has an exchange column, time column name)``;
+    the table is that of :func:`_select_rows`.
     """
+    wanted = _check_request(symbols, start_ns, end_ns)
+    src = _Source.open(path)
+    table, time_col, has_exchange = _select_rows(
+        src,
+        wanted,
+        values,
+        {},
+        time_names,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=symbol,
+        exchange=exchange,
+    )
+    return src.name, table, has_exchange, time_col
+
+
+def _check_request(symbols: Iterable[str] | None, start_ns: int | None, end_ns: int | None) -> list[str] | None:
+    """The requested symbols (``None``: all), after checking them and the time window."""
     wanted = _wanted_symbols(symbols)
     if start_ns is not None and end_ns is not None and int(end_ns) <= int(start_ns):
         raise ParameterError("end_ns", f"must be greater than start_ns ({start_ns}), got {end_ns}")
-    src = _Source.open(path)
+    return wanted
+
+
+def _select_rows(
+    src: _Source,
+    wanted: list[str] | None,
+    required: dict[str, tuple[str, ...]],
+    optional: dict[str, tuple[str, ...]],
+    time_names: tuple[str, ...],
+    *,
+    start_ns: int | None,
+    end_ns: int | None,
+    symbol: str | None,
+    exchange: str | None,
+) -> tuple[pa.Table, str, bool]:
+    """Read the needed columns of ``src`` and keep the rows selected by exchange, symbols and time.
+
+    ``wanted`` comes from :func:`_check_request`. Returns ``(table in file order, time column name, whether
+    the file has an exchange column)``. The table has ``symbol`` (string), ``ts`` (int64 ns UTC), the float64
+    ``required`` columns and those ``optional`` ones the file has, and ``row`` (the 0-based data row in the
+    file, for error messages).
+    """
     time_col = src.time_column(time_names)
     sym_col = src.find("symbol")
     exch_col = src.find("exchange")
     found: dict[str, str] = {}
-    for canon, names in values.items():
+    for canon, names in required.items():
         col = src.find(*names)
         if col is None:
             expected = " or ".join(map(repr, names))
@@ -438,6 +479,10 @@ def _select(
                 f"missing required column (expected {expected}; file has {list(src.columns)}) (rule: required column)",
             )
         found[canon] = col
+    for canon, names in optional.items():
+        col = src.find(*names)
+        if col is not None:
+            found[canon] = col
     if exchange is not None and exch_col is None:
         raise DataError(
             src.name,
@@ -507,7 +552,7 @@ def _select(
         table = table.set_column(
             table.schema.get_field_index(canon), canon, _as_float(src.name, canon, found[canon], table[canon])
         )
-    return src.name, table.combine_chunks(), exch_col is not None, time_col
+    return table.combine_chunks(), time_col, exch_col is not None
 
 
 def _wanted_symbols(symbols: Iterable[str] | None) -> list[str] | None:
@@ -545,10 +590,7 @@ def _as_float(name: str, canon: str, source: str, values: pa.ChunkedArray) -> pa
 
 def _check_prices(name: str, t: pa.Table) -> None:
     for c in PRICE_COLUMNS:
-        x = t[c]
-        _raise_first(name, c, t, pc.is_null(x, nan_is_null=True), "NaN or null price", _PRICE_RULE)
-        bad = pc.or_(pc.is_inf(x), pc.less_equal(x, 0.0))
-        _raise_first(name, c, t, bad, "non-positive or infinite price", _PRICE_RULE, value_of=c)
+        _check_positive(name, t, c, what="price", rule=_PRICE_RULE)
     _raise_first(
         name,
         "high",
@@ -561,11 +603,24 @@ def _check_prices(name: str, t: pa.Table) -> None:
     )
 
 
-def _check_volume(name: str, t: pa.Table) -> None:
-    v = t["volume"]
-    _raise_first(name, "volume", t, pc.is_null(v, nan_is_null=True), "NaN or null volume", _VOLUME_RULE)
-    bad = pc.or_(pc.is_inf(v), pc.less(v, 0.0))
-    _raise_first(name, "volume", t, bad, "negative or infinite volume", _VOLUME_RULE, value_of="volume")
+def _check_positive(name: str, t: pa.Table, c: str, *, what: str | None = None, rule: str | None = None) -> None:
+    """Reject a null, NaN, infinite or non-positive value of column ``c`` (``what`` in the message: ``c``)."""
+    what = c if what is None else what
+    rule = f"{c} must be finite and > 0" if rule is None else rule
+    x = t[c]
+    _raise_first(name, c, t, pc.is_null(x, nan_is_null=True), f"NaN or null {what}", rule)
+    bad = pc.or_(pc.is_inf(x), pc.less_equal(x, 0.0))
+    _raise_first(name, c, t, bad, f"non-positive or infinite {what}", rule, value_of=c)
+
+
+def _check_non_negative(name: str, t: pa.Table, c: str, *, null_is_zero: bool = False) -> None:
+    """Reject an infinite or negative value of column ``c`` and, unless ``null_is_zero``, a null or NaN."""
+    rule = f"{c} must be finite and >= 0"
+    x = t[c]
+    if not null_is_zero:
+        _raise_first(name, c, t, pc.is_null(x, nan_is_null=True), f"NaN or null {c}", rule)
+    bad = pc.or_(pc.is_inf(x), pc.less(x, 0.0))
+    _raise_first(name, c, t, bad, f"negative or infinite {c}", rule, value_of=c)
 
 
 def _check_order(name: str, t: pa.Table, source: str, hint: str = "") -> pa.Array:

@@ -37,15 +37,14 @@ import pyarrow.csv as pacsv
 from engine.data.catalog import (
     TIME_COLUMNS,
     PathLike,
-    _as_float,
+    _check_non_negative,
+    _check_positive,
+    _check_request,
     _output,
     _raise_first,
+    _select_rows,
     _Source,
-    _symbol_column,
-    _wanted_symbols,
 )
-from engine.data.timeparse import to_epoch_ns
-from engine.errors import DataError, ParameterError
 from engine.marketdata.schemas import QUOTES_SCHEMA, TRADES_SCHEMA
 
 _SIZE_NAMES = ("quantity", "amount", "size", "qty", "volume")
@@ -92,7 +91,7 @@ def load_trades(
     sel = _select(path, _TRADE_REQUIRED, {}, _HEADERLESS_TRADES, symbols, start_ns, end_ns, symbol)
     t = sel.table
     _check_positive(sel.name, t, "price")
-    _check_size(sel.name, t, "size", null_is_zero=False)
+    _check_non_negative(sel.name, t, "size")
     side = _side(sel)
     id_col = sel.src.find("trade_id", "id")
     if id_col is None:
@@ -133,7 +132,7 @@ def load_quotes(
         else:
             filled = pc.if_else(pc.is_null(t[c], nan_is_null=True), 0.0, t[c])
             t = t.set_column(t.schema.get_field_index(c), c, filled)
-            _check_size(sel.name, t, c, null_is_zero=True)
+            _check_non_negative(sel.name, t, c, null_is_zero=True)
     return _sorted_output(t, QUOTES_SCHEMA)
 
 
@@ -144,17 +143,8 @@ def load_quotes(
 class _HeaderlessCsv(_Source):
     """A CSV file whose first row is data: columns are named by position."""
 
-    def read(self, columns: list[str], strings: list[str | None]) -> pa.Table:
-        try:
-            return pacsv.read_csv(
-                self.path,
-                read_options=pacsv.ReadOptions(column_names=list(self.columns)),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=columns, column_types={c: pa.string() for c in strings if c is not None}
-                ),
-            )
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(self.name, None, f"unreadable CSV file: {exc}") from exc
+    def _csv_read_options(self) -> pacsv.ReadOptions:
+        return pacsv.ReadOptions(column_names=list(self.columns))
 
 
 @dataclass(frozen=True)
@@ -196,81 +186,23 @@ def _select(
     end_ns: int | None,
     symbol: str | None,
 ) -> _Selection:
-    wanted = _wanted_symbols(symbols)
-    if start_ns is not None and end_ns is not None and int(end_ns) <= int(start_ns):
-        raise ParameterError("end_ns", f"must be greater than start_ns ({start_ns}), got {end_ns}")
+    wanted = _check_request(symbols, start_ns, end_ns)
     src = _open(path, positional)
-    time_col = src.time_column(TIME_COLUMNS)
-    sym_col = src.find("symbol")
-    found: dict[str, str] = {}
-    for canon, names in required.items():
-        col = src.find(*names)
-        if col is None:
-            expected = " or ".join(map(repr, names))
-            raise DataError(
-                src.name,
-                canon,
-                f"missing required column (expected {expected}; file has {list(src.columns)}) (rule: required column)",
-            )
-        found[canon] = col
-    for canon, names in optional.items():
-        col = src.find(*names)
-        if col is not None:
-            found[canon] = col
-    if sym_col is not None and symbol is not None:
-        if wanted is not None:
-            raise ParameterError("symbol", "give either symbol or symbols for a file with a symbol column")
-        wanted = [symbol]
-    default = src.path.stem
-    if sym_col is None:
-        default = symbol if symbol is not None else (wanted[0] if wanted is not None and len(wanted) == 1 else default)
-
-    needed = list(dict.fromkeys([time_col, *found.values(), *([sym_col] if sym_col else [])]))
-    raw = src.read(needed, strings=[sym_col])
-    sym = _symbol_column(src, raw, sym_col, default)
-    ts = to_epoch_ns(raw[time_col], file=src.name, column="ts", source=time_col)
-    mask = pa.repeat(pa.scalar(True), raw.num_rows)
-    if wanted is not None:
-        present = set(pc.unique(sym).to_pylist())
-        missing = sorted(set(wanted) - present)
-        if missing:
-            raise DataError(
-                src.name,
-                "symbol",
-                f"unknown symbol(s) {missing}; the file has {sorted(present)} (rule: requested symbols must be in "
-                "the file)",
-            )
-        mask = pc.and_(mask, pc.is_in(sym, value_set=pa.array(sorted(set(wanted)), pa.string())))
-    if start_ns is not None:
-        mask = pc.and_(mask, pc.greater_equal(ts, pa.scalar(int(start_ns), pa.int64())))
-    if end_ns is not None:
-        mask = pc.and_(mask, pc.less(ts, pa.scalar(int(end_ns), pa.int64())))
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {"symbol": sym, "ts": ts}
-    columns.update({canon: raw[col] for canon, col in found.items()})
-    columns["row"] = pa.array(np.arange(raw.num_rows, dtype=np.int64))
-    table = pa.table(columns).filter(mask)
-    for canon, col in found.items():
-        i = table.schema.get_field_index(canon)
-        table = table.set_column(i, canon, _as_float(src.name, canon, col, table[canon]))
-    return _Selection(src.name, src, table.combine_chunks())
+    table, _, _ = _select_rows(
+        src,
+        wanted,
+        required,
+        optional,
+        TIME_COLUMNS,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbol=symbol,
+        exchange=None,
+    )
+    return _Selection(src.name, src, table)
 
 
 # --------------------------------------------------------------------------------------------- validation
-
-
-def _check_positive(name: str, t: pa.Table, c: str) -> None:
-    rule = f"{c} must be finite and > 0"
-    _raise_first(name, c, t, pc.is_null(t[c], nan_is_null=True), f"NaN or null {c}", rule)
-    bad = pc.or_(pc.is_inf(t[c]), pc.less_equal(t[c], 0.0))
-    _raise_first(name, c, t, bad, f"non-positive or infinite {c}", rule, value_of=c)
-
-
-def _check_size(name: str, t: pa.Table, c: str, *, null_is_zero: bool) -> None:
-    rule = f"{c} must be finite and >= 0"
-    if not null_is_zero:
-        _raise_first(name, c, t, pc.is_null(t[c], nan_is_null=True), f"NaN or null {c}", rule)
-    bad = pc.or_(pc.is_inf(t[c]), pc.less(t[c], 0.0))
-    _raise_first(name, c, t, bad, f"negative or infinite {c}", rule, value_of=c)
 
 
 def _side(sel: _Selection) -> pa.Array:

@@ -69,14 +69,27 @@ class LiveDataset(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> LiveDataset:
-        if (self.bars is None) == (self.trades is None):
-            raise ParameterError("dataset", "give exactly one of bars and trades")
+        if self.bars is not None and self.trades is not None:
+            raise ParameterError("dataset", "give one of bars and trades, not both")
         return self
 
 
 class FeedSettings(_Model):
-    """How the replay is fed: speed (``"max"`` or a factor of real time), rows per feed batch, the
-    multiplexers' batching window (ms of wall time) and symbols per multiplexer."""
+    """Where market data comes from and how it is batched.
+
+    ``source: replay`` (default) replays ``dataset`` at ``speed`` (``"max"`` or a factor of real
+    time) in feed batches of ``batch_rows``; ``source: live`` streams trades from ``exchange``
+    ("binanceusdm", "binance", "bybit") over ccxt.pro websockets (``symbol_map``: symbol → ccxt
+    symbol, default ``<BASE>/USDT:USDT`` for ``<BASE>USDT`` perpetuals), or plays a recorded live
+    session back offline (``playback``: a recording, :mod:`engine.feeds.recorded`); bars of
+    ``bar_timeframe`` are built from the trades. ``window_ms``: the multiplexers' batching window
+    (wall time); ``shard_size``: symbols per multiplexer.
+    """
+
+    source: Literal["replay", "live"] = "replay"
+    exchange: Literal["binanceusdm", "binance", "bybit"] = "binanceusdm"
+    symbol_map: dict[str, str] = Field(default_factory=dict)
+    playback: Path | None = None
 
     speed: float | Literal["max"] = "max"
     batch_rows: int = Field(default=4096, ge=1, le=1_000_000)
@@ -95,6 +108,15 @@ class FeedSettings(_Model):
         if value != "max" and not (isinstance(value, int | float) and 0 < value <= 1e9):
             raise ValueError("must be 'max' or a factor of real time > 0")
         return value
+
+    def ccxt_symbol(self, symbol: str) -> str:
+        """The exchange's unified symbol of ``symbol`` (see the class docstring)."""
+        if symbol in self.symbol_map:
+            return self.symbol_map[symbol]
+        if symbol.endswith("USDT"):
+            base = symbol[:-4]
+            return f"{base}/USDT:USDT" if self.exchange != "binance" else f"{base}/USDT"
+        raise ParameterError("feed.symbol_map", f"give the exchange's symbol of {symbol!r}")
 
     @property
     def speed_factor(self) -> float | None:
@@ -167,7 +189,7 @@ class RunConfig(_Model):
     name: str = Field(default="paper", min_length=1, max_length=128)
     start: datetime | None = None
     end: datetime | None = None
-    dataset: LiveDataset
+    dataset: LiveDataset = Field(default_factory=LiveDataset)
     feed: FeedSettings = Field(default_factory=FeedSettings)
     slippage_bps: float = Field(default=0.0, ge=0.0, lt=1000.0, allow_inf_nan=False)
     venue: Venue = Field(default_factory=Venue)
@@ -177,6 +199,8 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        if self.feed.source == "replay" and self.dataset.bars is None and self.dataset.trades is None:
+            raise ParameterError("dataset", "a replay needs dataset.bars or dataset.trades")
         start, end = _to_ns(self.start), _to_ns(self.end)
         if start is not None and end is not None and start >= end:
             raise ParameterError("start", f"must be before end (got {self.start}, {self.end})")
@@ -255,6 +279,9 @@ def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             value = ds.get(key)
             if isinstance(value, str) and not Path(value).is_absolute():
                 ds[key] = str((base / value).resolve())
+    feed = raw.get("feed")
+    if isinstance(feed, dict) and isinstance(feed.get("playback"), str) and not Path(feed["playback"]).is_absolute():
+        feed["playback"] = str((base / feed["playback"]).resolve())
     return raw
 
 
@@ -275,4 +302,6 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         file = getattr(config.dataset, key)
         if file is not None and not Path(file).is_file():
             raise ParameterError(f"dataset.{key}", f"file not found: {file}")
+    if config.feed.playback is not None and not Path(config.feed.playback).is_file():
+        raise ParameterError("feed.playback", f"file not found: {config.feed.playback}")
     return config
