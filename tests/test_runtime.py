@@ -304,6 +304,30 @@ def test_slow_bot_does_not_stall_the_others_and_loses_no_bar(tmp_path: Path) -> 
         assert finished[bot_id] < finished["desk-a/slow"] / 2, finished
 
 
+METRICS = [
+    "ray_bot_bars_total{",
+    'bot="t/xrp-sma"',
+    "ray_mux_rows_in_total{",
+    'mux="mux:XRPETH"',
+    "ray_portfolio_equity{",
+    "ray_bot_batch_latency_ms_bucket{",
+]
+
+
+def dashboard_metrics(needles: list[str], timeout_s: float = 40.0) -> dict[str, bool]:
+    """Which ``needles`` appear on the node's Prometheus endpoint (what the Ray dashboard charts)."""
+    import urllib.request
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        found = {n: n in text for n in needles}
+        if all(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
+
+
 TRADES_FILE = DATA / "freqtrade_binance_xrpeth_trades_2019-10.parquet"
 TICKER = '''
 from engine.strategy import Strategy
@@ -354,11 +378,13 @@ def test_bars_built_from_ticks_reach_the_bots(tmp_path: Path) -> None:
         assert runtime.wait_feeds(timeout_s=120)
         status = {s["name"]: s for s in runtime.status("t")}
         fills = runtime.read("t", "live_fills")
+        exported = dashboard_metrics(METRICS)
         runtime.shutdown()
     finally:
         if ray.is_initialized():
             ray.shutdown()
     trades = pd.read_parquet(TRADES_FILE)
+    assert all(exported.values()), exported
     assert status["ticker"]["ticks"] == len(trades) and status["ticker"]["errors"] == 0
     minute = trades["timestamp"].dt.floor("1min")
     g = trades.groupby(minute)
