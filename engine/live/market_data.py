@@ -77,9 +77,9 @@ import numpy as np
 
 from engine.data.resample import WEEK_NS, WEEK_OFFSET_NS
 from engine.errors import ParameterError
-from engine.indicators.registry import get_indicator, validate_params
 from engine.instruments import Instrument
-from engine.strategy.feed import BAR_FIELDS, SOURCE_FIELDS
+from engine.strategy.feed import BAR_FIELDS, MarketDataBase, check_higher_timeframe
+from engine.strategy.feed import SERIES_FIELDS as SERIES_FIELDS  # re-exported: the fields series() accepts
 from engine.strategy.funding import FundingRates
 from engine.strategy.series import Bar, Cursor, Series
 from engine.timeframes import timeframe_ns
@@ -87,8 +87,6 @@ from engine.timeframes import timeframe_ns
 __all__ = ["LiveMarketData", "LiveSymbolFeed"]
 
 NAN = math.nan
-#: fields :meth:`LiveMarketData.series` accepts (the same as BarMarketData's)
-SERIES_FIELDS = (*SOURCE_FIELDS, "ts")
 
 
 class _Calc:
@@ -298,11 +296,7 @@ class LiveSymbolFeed(_Timeline):
         htf = self._htf.get(htf_ns)
         if htf is not None:
             return htf
-        if htf_ns <= self.tf_ns or htf_ns % self.tf_ns:
-            raise ParameterError(
-                "timeframe",
-                f"{timeframe!r} must be a whole multiple of the base timeframe {self.timeframe!r}",
-            )
+        check_higher_timeframe(timeframe, htf_ns, self.timeframe, self.tf_ns)
         htf = _HigherTimeframe(htf_ns, self.tf_ns)
         for i in range(self.n):
             htf.add_base(self.ts[i], self.open[i], self.high[i], self.low[i], self.close[i], self.volume[i])
@@ -330,7 +324,7 @@ class LiveSymbolFeed(_Timeline):
         return self.n if self._pending else self._warm
 
 
-class LiveMarketData:
+class LiveMarketData(MarketDataBase[LiveSymbolFeed]):
     """MarketDataService over bars appended one at a time (live bots; replays fed bar by bar).
 
     Args:
@@ -372,43 +366,7 @@ class LiveMarketData:
         self._oi_series: dict[str, Series] = {}
 
     # ------------------------------------------------------------------ MarketDataService
-    @property
-    def symbols(self) -> list[str]:
-        return list(self._symbols)
-
-    @property
-    def timeframe(self) -> str:
-        return self._timeframe
-
-    def _feed(self, symbol: str | None) -> LiveSymbolFeed:
-        if symbol is None:
-            if len(self._symbols) != 1:
-                raise ParameterError("symbol", "must be given when the run trades several symbols")
-            symbol = self._symbols[0]
-        feed = self.feeds.get(symbol)
-        if feed is None:
-            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
-        return feed
-
-    def instrument(self, symbol: str) -> Instrument:
-        return self.instruments[self._feed(symbol).symbol]
-
-    def bar(self, symbol: str) -> Bar:
-        """The bar view of ``symbol`` at its cursor (ParameterError for an unknown symbol)."""
-        return self._feed(symbol).bar
-
-    def ltp(self, symbol: str) -> float:
-        """Last traded price: the close of the current bar (NaN before the first bar)."""
-        feed = self._feed(symbol)
-        i = feed.cursor.i
-        return feed.close[i] if i >= 0 else math.nan
-
-    def funding_rates(self, symbol: str) -> FundingRates | None:
-        """The funding history of ``symbol`` (None when none was given for it).
-
-        Read it at ``index_at(clock.now_ns())``; see :mod:`engine.strategy.funding`.
-        """
-        return self._funding.get(self._feed(symbol).symbol)
+    # symbols, timeframe, instrument, bar, ltp, funding_rates and the request checks: MarketDataBase
 
     def open_interest(self, symbol: str) -> Series | None:
         """Open interest (base units) as of each bar's close, or None when no OI series was given."""
@@ -433,9 +391,7 @@ class LiveMarketData:
             ParameterError: unknown field or symbol, bad timeframe, or a timeframe that is not a whole
                 multiple of the base timeframe.
         """
-        feed = self._feed(symbol)
-        if field not in SERIES_FIELDS:
-            raise ParameterError("field", f"must be one of {', '.join(SERIES_FIELDS)}, got {field!r}")
+        feed = self._series_request(field, symbol)
         if timeframe is None or timeframe == feed.timeframe:
             key: tuple[Any, ...] = ("series", 0, field)
             label = f"{feed.symbol}.{field}"
@@ -471,19 +427,7 @@ class LiveMarketData:
         Raises:
             ParameterError: unknown indicator, field, symbol or timeframe, or bad parameters.
         """
-        feed = self._feed(symbol)
-        spec = get_indicator(name)
-        kwargs = validate_params(spec, params)
-        inputs = spec.inputs
-        if source is not None:
-            if len(inputs) != 1:
-                raise ParameterError(
-                    "source",
-                    f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators",
-                )
-            if source not in SOURCE_FIELDS:
-                raise ParameterError("source", f"must be one of {', '.join(SOURCE_FIELDS)}, got {source!r}")
-            inputs = (source,)
+        feed, spec, kwargs, inputs = self._indicator_request(name, symbol, source, params)
         n_outputs = len(spec.outputs)
         params_key = tuple(sorted(kwargs.items()))
         if timeframe is None or timeframe == feed.timeframe:

@@ -15,13 +15,14 @@ the value of the last higher-timeframe bar that had *closed* by the base bar's c
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from engine.errors import ParameterError
-from engine.indicators.registry import get_indicator, validate_params
+from engine.indicators.registry import IndicatorSpec, get_indicator, validate_params
 from engine.instruments import Instrument
 from engine.strategy.funding import FundingRates, align_last
 from engine.strategy.series import Bar, Cursor, Series
@@ -31,6 +32,8 @@ BAR_FIELDS = ("open", "high", "low", "close", "volume")
 #: fields a series or a one-input indicator may read: the bar fields and ``quote_volume`` (volume ×
 #: close of the bar, quote currency; an approximation of traded quote notional when the data has none)
 SOURCE_FIELDS = (*BAR_FIELDS, "quote_volume")
+#: fields ``series()`` accepts: the source fields and ``ts`` (as float ns)
+SERIES_FIELDS = (*SOURCE_FIELDS, "ts")
 
 
 def _field(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -82,11 +85,7 @@ class SymbolFeed:
         from engine.data.resample import resample
 
         htf_ns = timeframe_ns(timeframe)
-        if htf_ns <= self.tf_ns or htf_ns % self.tf_ns:
-            raise ParameterError(
-                "timeframe",
-                f"{timeframe!r} must be a whole multiple of the base timeframe {self.timeframe!r}",
-            )
+        check_higher_timeframe(timeframe, htf_ns, self.timeframe, self.tf_ns)
         table = pa.table(
             {
                 "symbol": pa.array([self.symbol] * self.n, pa.string()),
@@ -104,7 +103,113 @@ class SymbolFeed:
         return htf, index
 
 
-class BarMarketData:
+def check_higher_timeframe(timeframe: str, htf_ns: int, base_timeframe: str, base_tf_ns: int) -> None:
+    """Reject a ``timeframe`` (``htf_ns`` long) that is not a whole multiple (> 1) of the base timeframe."""
+    if htf_ns <= base_tf_ns or htf_ns % base_tf_ns:
+        raise ParameterError(
+            "timeframe",
+            f"{timeframe!r} must be a whole multiple of the base timeframe {base_timeframe!r}",
+        )
+
+
+class _Feed(Protocol):
+    """What :class:`MarketDataBase` reads of a feed (:class:`SymbolFeed`, the live feed)."""
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def bar(self) -> Bar: ...
+
+    @property
+    def cursor(self) -> Cursor: ...
+
+    @property
+    def close(self) -> Sequence[float]: ...
+
+
+FeedT = TypeVar("FeedT", bound=_Feed)
+
+
+class MarketDataBase(Generic[FeedT]):
+    """Symbol lookup and request checks shared by :class:`BarMarketData` and the live service.
+
+    :class:`~engine.live.market_data.LiveMarketData` raises the same errors as BarMarketData from this one
+    implementation. A subclass sets ``feeds``, ``instruments``, ``_symbols``, ``_timeframe`` and ``_funding``.
+    """
+
+    feeds: dict[str, FeedT]
+    instruments: dict[str, Instrument]
+    _symbols: list[str]
+    _timeframe: str
+    _funding: dict[str, FundingRates]
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
+
+    @property
+    def timeframe(self) -> str:
+        return self._timeframe
+
+    def _feed(self, symbol: str | None) -> FeedT:
+        if symbol is None:
+            if len(self._symbols) != 1:
+                raise ParameterError("symbol", "must be given when the run trades several symbols")
+            symbol = self._symbols[0]
+        feed = self.feeds.get(symbol)
+        if feed is None:
+            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
+        return feed
+
+    def instrument(self, symbol: str) -> Instrument:
+        return self.instruments[self._feed(symbol).symbol]
+
+    def bar(self, symbol: str) -> Bar:
+        """The bar view of ``symbol`` at its cursor (ParameterError for an unknown symbol)."""
+        return self._feed(symbol).bar
+
+    def ltp(self, symbol: str) -> float:
+        """Last traded price: the close of the current bar (NaN before the first bar)."""
+        feed = self._feed(symbol)
+        i = feed.cursor.i
+        return feed.close[i] if i >= 0 else math.nan
+
+    def funding_rates(self, symbol: str) -> FundingRates | None:
+        """The funding history of ``symbol`` (None when the run has none for it).
+
+        Read it at ``index_at(clock.now_ns())`` or later; see :mod:`engine.strategy.funding`.
+        """
+        return self._funding.get(self._feed(symbol).symbol)
+
+    def _series_request(self, field: str, symbol: str | None) -> FeedT:
+        """Check a ``series()`` request; return the symbol's feed."""
+        feed = self._feed(symbol)
+        if field not in SERIES_FIELDS:
+            raise ParameterError("field", f"must be one of {', '.join(SERIES_FIELDS)}, got {field!r}")
+        return feed
+
+    def _indicator_request(
+        self, name: str, symbol: str | None, source: str | None, params: dict[str, Any]
+    ) -> tuple[FeedT, IndicatorSpec, dict[str, Any], tuple[str, ...]]:
+        """Check an ``indicator()`` request: the symbol's feed, the spec, its validated parameters and inputs."""
+        feed = self._feed(symbol)
+        spec = get_indicator(name)
+        kwargs = validate_params(spec, params)
+        inputs = spec.inputs
+        if source is not None:
+            if len(inputs) != 1:
+                raise ParameterError(
+                    "source",
+                    f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators",
+                )
+            if source not in SOURCE_FIELDS:
+                raise ParameterError("source", f"must be one of {', '.join(SOURCE_FIELDS)}, got {source!r}")
+            inputs = (source,)
+        return feed, spec, kwargs, inputs
+
+
+class BarMarketData(MarketDataBase[SymbolFeed]):
     """MarketDataService over precomputed bar feeds (backtests, and replays of stored bars)."""
 
     def __init__(
@@ -123,43 +228,6 @@ class BarMarketData:
         self._oi = open_interest or {}
         #: every series handed to the strategy, per symbol, for the warm-up computation
         self.requested: dict[str, list[np.ndarray]] = {s: [] for s in feeds}
-
-    @property
-    def symbols(self) -> list[str]:
-        return list(self._symbols)
-
-    @property
-    def timeframe(self) -> str:
-        return self._timeframe
-
-    def _feed(self, symbol: str | None) -> SymbolFeed:
-        if symbol is None:
-            if len(self._symbols) != 1:
-                raise ParameterError("symbol", "must be given when the run trades several symbols")
-            symbol = self._symbols[0]
-        feed = self.feeds.get(symbol)
-        if feed is None:
-            raise ParameterError("symbol", f"{symbol!r} is not in this run (symbols: {', '.join(self._symbols)})")
-        return feed
-
-    def instrument(self, symbol: str) -> Instrument:
-        return self.instruments[self._feed(symbol).symbol]
-
-    def bar(self, symbol: str) -> Bar:
-        return self._feed(symbol).bar
-
-    def ltp(self, symbol: str) -> float:
-        """Last traded price: the close of the current bar (NaN before the first bar)."""
-        feed = self._feed(symbol)
-        i = feed.cursor.i
-        return feed.close[i] if i >= 0 else math.nan
-
-    def funding_rates(self, symbol: str) -> FundingRates | None:
-        """The funding history of ``symbol`` (None when the run has none for it).
-
-        Read it at ``index_at(clock.now_ns())`` or later; see :mod:`engine.strategy.funding`.
-        """
-        return self._funding.get(self._feed(symbol).symbol)
 
     def open_interest(self, symbol: str) -> Series | None:
         """Open interest (base units) as of each bar's close, or None when no OI series was given."""
@@ -185,9 +253,7 @@ class BarMarketData:
 
     def series(self, field: str, symbol: str | None = None, *, timeframe: str | None = None) -> Series:
         """A bar field ("open", "high", "low", "close", "volume", "quote_volume", "ts") as a series."""
-        feed = self._feed(symbol)
-        if field not in (*SOURCE_FIELDS, "ts"):
-            raise ParameterError("field", f"must be one of {', '.join((*SOURCE_FIELDS, 'ts'))}, got {field!r}")
+        feed = self._series_request(field, symbol)
         if timeframe is None or timeframe == feed.timeframe:
             values = feed.arrays[field].astype(np.float64) if field == "ts" else _field(feed.arrays, field)
             return self._wrap(feed, f"{feed.symbol}.{field}", values)
@@ -212,19 +278,7 @@ class BarMarketData:
         Raises:
             ParameterError: unknown indicator, field, symbol or timeframe, or bad parameters.
         """
-        feed = self._feed(symbol)
-        spec = get_indicator(name)
-        kwargs = validate_params(spec, params)
-        inputs = spec.inputs
-        if source is not None:
-            if len(inputs) != 1:
-                raise ParameterError(
-                    "source",
-                    f"indicator {name!r} takes {', '.join(inputs)}; source applies to one-input indicators",
-                )
-            if source not in SOURCE_FIELDS:
-                raise ParameterError("source", f"must be one of {', '.join(SOURCE_FIELDS)}, got {source!r}")
-            inputs = (source,)
+        feed, spec, kwargs, inputs = self._indicator_request(name, symbol, source, params)
         if timeframe is None or timeframe == feed.timeframe:
             arrays, index = feed.arrays, None
         else:
