@@ -205,18 +205,7 @@ class Backtest:
         self.settings = settings or BacktestSettings()
         self.timeframe = timeframe
         self.data_path = data_path
-        compat = strategy_cls.compatibility
-        if compat.timeframes and timeframe not in compat.timeframes:
-            raise ParameterError(
-                "timeframe",
-                f"strategy {strategy_cls.type!r} supports {', '.join(compat.timeframes)}, not {timeframe!r}",
-            )
-        for inst in instruments.values():
-            if inst.kind not in compat.market_types:
-                raise ParameterError(
-                    "market",
-                    f"strategy {strategy_cls.type!r} supports {', '.join(compat.market_types)}, not {inst.kind!r}",
-                )
+        strategy_cls.check_compatibility(timeframe, (i.kind for i in instruments.values()))
         self.symbols = list(bars)
         self.instruments = {s: instruments[s] for s in self.symbols}
         self.feeds = {s: SymbolFeed(s, bars[s], timeframe) for s in self.symbols}

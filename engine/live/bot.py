@@ -208,18 +208,7 @@ class BotEngine:
         marks: pa.Table | None = None,
         open_interest: pa.Table | None = None,
     ) -> None:
-        compat = strategy_cls.compatibility
-        if compat.timeframes and spec.timeframe not in compat.timeframes:
-            raise ParameterError(
-                "timeframe",
-                f"strategy {strategy_cls.type!r} supports {', '.join(compat.timeframes)}, not {spec.timeframe!r}",
-            )
-        for inst in spec.instruments.values():
-            if inst.kind not in compat.market_types:
-                raise ParameterError(
-                    "market",
-                    f"strategy {strategy_cls.type!r} supports {', '.join(compat.market_types)}, not {inst.kind!r}",
-                )
+        strategy_cls.check_compatibility(spec.timeframe, (i.kind for i in spec.instruments.values()))
         self.spec = spec
         self.symbols = sorted(spec.symbols)
         self.tf_ns = timeframe_ns(spec.timeframe)

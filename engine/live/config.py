@@ -43,15 +43,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from engine.errors import ParameterError
 from engine.instruments import Instrument
 from engine.live.bot import BotSpec, ErrorPolicy
-from engine.portfolio.config import InstrumentOverride, Venue, _merge, _Model, _read, _to_ns, make_instrument
+from engine.portfolio.config import (
+    InstrumentOverride,
+    Venue,
+    _Model,
+    _to_ns,
+    absolute_paths,
+    load_model,
+    make_instrument,
+    require_files,
+)
 from engine.portfolio.manager import BreakerSettings
 from engine.risk.limits import RiskLimits
-from engine.strategy.base import params_error
 from engine.strategy.registry import StrategyRegistry
 from engine.timeframes import timeframe_ns, timeframe_str
 
@@ -272,17 +280,12 @@ class RunConfig(_Model):
         return out
 
 
-def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    ds = raw.get("dataset")
-    if isinstance(ds, dict):
-        for key in ("bars", "trades", "funding", "marks"):
-            value = ds.get(key)
-            if isinstance(value, str) and not Path(value).is_absolute():
-                ds[key] = str((base / value).resolve())
-    feed = raw.get("feed")
-    if isinstance(feed, dict) and isinstance(feed.get("playback"), str) and not Path(feed["playback"]).is_absolute():
-        feed["playback"] = str((base / feed["playback"]).resolve())
-    return raw
+_FILES = ("bars", "trades", "funding", "marks")
+
+
+def _resolve(raw: dict[str, Any], base: Path) -> None:
+    absolute_paths(raw.get("dataset"), _FILES, base)
+    absolute_paths(raw.get("feed"), ("playback",), base)
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -291,17 +294,8 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     Raises:
         ParameterError: unreadable file, bad syntax, or a field breaking its rule (named by its path).
     """
-    path = Path(path)
-    raw = _merge(_read(path), overrides or {})
-    raw = _resolve(raw, path.resolve().parent)
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise params_error(exc) from None
-    for key in ("bars", "trades", "funding", "marks"):
-        file = getattr(config.dataset, key)
-        if file is not None and not Path(file).is_file():
-            raise ParameterError(f"dataset.{key}", f"file not found: {file}")
-    if config.feed.playback is not None and not Path(config.feed.playback).is_file():
-        raise ParameterError("feed.playback", f"file not found: {config.feed.playback}")
+    config = load_model(path, RunConfig, overrides, _resolve)
+    require_files(
+        [(f"dataset.{k}", getattr(config.dataset, k)) for k in _FILES] + [("feed.playback", config.feed.playback)]
+    )
     return config

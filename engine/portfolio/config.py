@@ -35,9 +35,10 @@ the field's dotted path and the rule (:class:`engine.errors.ParameterError`).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,6 +73,11 @@ def _to_ns(value: datetime | None) -> int | None:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: the file fields of a dataset
+DATASET_FILES = ("bars", "funding", "marks", "open_interest")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Dataset(_Model):
@@ -263,16 +269,45 @@ def _read(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+def absolute_paths(entry: Any, keys: tuple[str, ...], base: Path) -> None:
+    """Make the relative path strings ``entry[key]`` of a raw config mapping absolute against ``base``
+    (the config file's folder), in place; anything else is left for validation to judge."""
+    if isinstance(entry, dict):
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                entry[key] = str((base / value).resolve())
+
+
+def require_files(files: Iterable[tuple[str, Path | None]]) -> None:
+    """ParameterError naming the field of the first given path that is not a file."""
+    for field, file in files:
+        if file is not None and not Path(file).is_file():
+            raise ParameterError(field, f"file not found: {file}")
+
+
+def load_model(
+    path: str | Path,
+    model: type[M],
+    overrides: dict[str, Any] | None,
+    resolve: Callable[[dict[str, Any], Path], None],
+) -> M:
+    """Read a YAML/TOML config, merge ``overrides``, make its paths absolute with ``resolve`` and validate
+    it as ``model``. Raises ParameterError naming the field and the rule."""
+    path = Path(path)
+    raw = _merge(_read(path), overrides or {})
+    resolve(raw, path.resolve().parent)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise params_error(exc) from None
+
+
+def _resolve(raw: dict[str, Any], base: Path) -> None:
     datasets = raw.get("datasets")
     if isinstance(datasets, dict):
         for entry in datasets.values():
-            if isinstance(entry, dict):
-                for key in ("bars", "funding", "marks", "open_interest"):
-                    value = entry.get(key)
-                    if isinstance(value, str) and not Path(value).is_absolute():
-                        entry[key] = str((base / value).resolve())
-    return raw
+            absolute_paths(entry, DATASET_FILES, base)
 
 
 def _merge(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -294,18 +329,10 @@ def load_portfolio_config(path: str | Path, overrides: dict[str, Any] | None = N
     Raises:
         ParameterError: unreadable file, bad syntax, or a field breaking its rule (named by its path).
     """
-    path = Path(path)
-    raw = _merge(_read(path), overrides or {})
-    raw = _resolve(raw, path.resolve().parent)
-    try:
-        config = PortfolioConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise params_error(exc) from None
-    for name, ds in config.datasets.items():
-        for key in ("bars", "funding", "marks", "open_interest"):
-            file = getattr(ds, key)
-            if file is not None and not Path(file).is_file():
-                raise ParameterError(f"datasets.{name}.{key}", f"file not found: {file}")
+    config = load_model(path, PortfolioConfig, overrides, _resolve)
+    require_files(
+        (f"datasets.{name}.{key}", getattr(ds, key)) for name, ds in config.datasets.items() for key in DATASET_FILES
+    )
     return config
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 
 from engine.backtest.runner import funding_events, open_interest_by_symbol
-from engine.errors import ParameterError
 from engine.execution.account import Account
 from engine.execution.paper import PaperExchange
 from engine.execution.services import AccountPositions, CallableClock
@@ -114,18 +113,7 @@ class Sleeve:
         self.name = name
         self.strategy_cls = strategy_cls
         self.params = params if isinstance(params, StrategyParams) else strategy_cls.validate_params(params)
-        compat = strategy_cls.compatibility
-        if compat.timeframes and timeframe not in compat.timeframes:
-            raise ParameterError(
-                f"strategies.{name}.timeframe",
-                f"strategy {strategy_cls.type!r} supports {', '.join(compat.timeframes)}, not {timeframe!r}",
-            )
-        for inst in instruments.values():
-            if inst.kind not in compat.market_types:
-                raise ParameterError(
-                    f"strategies.{name}.market",
-                    f"strategy {strategy_cls.type!r} supports {', '.join(compat.market_types)}, not {inst.kind!r}",
-                )
+        strategy_cls.check_compatibility(timeframe, (i.kind for i in instruments.values()), f"strategies.{name}.")
         self.timeframe = timeframe
         self.warmup = warmup
         self.symbols = list(bars)

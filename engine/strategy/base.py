@@ -13,6 +13,7 @@ or quote (live feeds), ``on_order_filled`` on each fill, ``on_stop`` once at the
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -140,6 +141,23 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called once when the run or bot stops."""
+
+    @classmethod
+    def check_compatibility(cls, timeframe: str, market_kinds: Iterable[str], where: str = "") -> None:
+        """Raise ParameterError (fields ``<where>timeframe`` / ``<where>market``) when the plugin does not
+        support ``timeframe`` or one of ``market_kinds`` ("spot", "perpetual")."""
+        compat = cls.compatibility
+        if compat.timeframes and timeframe not in compat.timeframes:
+            raise ParameterError(
+                f"{where}timeframe",
+                f"strategy {cls.type!r} supports {', '.join(compat.timeframes)}, not {timeframe!r}",
+            )
+        for kind in market_kinds:
+            if kind not in compat.market_types:
+                raise ParameterError(
+                    f"{where}market",
+                    f"strategy {cls.type!r} supports {', '.join(compat.market_types)}, not {kind!r}",
+                )
 
     @classmethod
     def wants_on_tick(cls) -> bool:
