@@ -179,6 +179,13 @@ class BotActor:
         self._publish(checkpoint=True)
         return self.status()
 
+    def quiesce(self) -> int:
+        """Shutdown's first step: stop taking market data (the strategy is no longer called), flush the
+        records and write a final checkpoint. The stored status is kept, so the next start resumes the
+        bot. Returns the checkpoint's size in bytes."""
+        self._unsubscribe()
+        return self._publish(checkpoint=True)
+
     def _unsubscribe(self) -> None:
         if self.subscribed:
             ray.get([mux.unsubscribe.remote(self.spec.bot_id) for mux in self.muxes.values()])

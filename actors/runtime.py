@@ -103,11 +103,12 @@ class EngineRuntime:
         return self
 
     def shutdown(self) -> dict[str, Any]:
-        """Pause every bot's strategy, stop the feeds, flush the recorder (final checkpoints
-        included), close the store and stop Ray if this runtime started it. Bots keep their stored
-        status, so the next start resumes them. Returns the recorder's final counts."""
+        """Seed 004's order: pause the strategies (every bot stops taking market data and writes a
+        final checkpoint), stop the feeds, flush the portfolios and the recorder, close the store, and
+        stop Ray if this runtime started it. Bots keep their stored status (running, paused), so the
+        next start resumes them. Returns the recorder's final counts."""
         if self.bots:
-            ray.get([b.checkpoint.remote() for b in self.bots.values()])
+            ray.get([b.quiesce.remote() for b in self.bots.values()])
         if self.muxes:
             ray.get([m.stop.remote() for m in self.muxes.values()])
         if self.portfolios:

@@ -130,8 +130,6 @@ def backtest_fills(bot: dict[str, Any], capital: float) -> list[tuple[Any, ...]]
     """The bot's fills from the single-strategy backtest runner on the same data (ts floored to µs as stored)."""
     from engine.instruments import Instrument
 
-    registry = StrategyRegistry().discover()
-    cls = registry.get(bot["type"])
     start = int(np.datetime64(START, "ns").astype(np.int64))
     end = int(np.datetime64(END, "ns").astype(np.int64))
     bars = load_bars(BARS, bot["symbols"], start, end)
@@ -145,10 +143,23 @@ def backtest_fills(bot: dict[str, Any], capital: float) -> list[tuple[Any, ...]]
         s: Instrument(symbol=s, kind="perpetual", maker_fee=0.0002, taker_fee=0.0004, leverage=bot.get("leverage", 1))
         for s in bot["symbols"]
     }
-    settings = BacktestSettings(cash=capital, slippage_bps=1)
-    bt = Backtest(cls, bot.get("params", {}), split_bars(bars), tf, inst, settings, funding=funding)
-    r = bt.run()
-    f = r.fills
+    return fills_on(bars, bot["type"], bot.get("params", {}), capital, inst, tf, funding)
+
+
+def fills_on(
+    bars: pa.Table,
+    strategy_type: str,
+    params: dict[str, Any],
+    cash: float,
+    instruments: dict[str, Any],
+    timeframe: str = "1m",
+    funding: pa.Table | None = None,
+) -> list[tuple[Any, ...]]:
+    """Fills of the single-strategy backtest runner on ``bars``, as the store keeps them (ts floored to
+    the microsecond, NUMERIC(38, 18) money) in :func:`fills_of`'s shape."""
+    cls = StrategyRegistry().discover().get(strategy_type)
+    settings = BacktestSettings(cash=cash, slippage_bps=1)
+    f = Backtest(cls, params, split_bars(bars), timeframe, instruments, settings, funding=funding).run().fills
     ts = (f.column("ts").cast(pa.int64()).to_numpy() // 1000 * 1000).tolist()
     cols = [f.column(c).to_pylist() for c in ("fill_id", "symbol", "side")]
     cols += [[numeric(x) for x in f.column(c).to_pylist()] for c in ("qty", "price", "fee")]
@@ -350,6 +361,17 @@ class Ticker(Strategy):
 '''
 
 
+def minute_bars(trades: Any) -> pa.Table:
+    """Independent 1m OHLCV of a ccxt-format trades frame (pandas groupby), as XRPETH bars."""
+    import pandas as pd
+
+    g = trades.groupby(trades["timestamp"].dt.floor("1min"))
+    ref = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
+                        "close": g["price"].last(), "volume": g["amount"].sum()}).reset_index(names="ts")  # fmt: skip
+    ref.insert(0, "symbol", "XRPETH")
+    return pa.Table.from_pandas(ref, preserve_index=False).cast(BAR_SCHEMA)
+
+
 def test_bars_built_from_ticks_reach_the_bots(tmp_path: Path) -> None:
     """A trades replay: the multiplexer builds 1m and 5m bars from the ticks; a bar bot's fills equal the
     backtest on bars aggregated independently with pandas, and an on_tick bot sees every trade in order."""
@@ -386,22 +408,12 @@ def test_bars_built_from_ticks_reach_the_bots(tmp_path: Path) -> None:
     trades = pd.read_parquet(TRADES_FILE)
     assert all(exported.values()), exported
     assert status["ticker"]["ticks"] == len(trades) and status["ticker"]["errors"] == 0
-    minute = trades["timestamp"].dt.floor("1min")
-    g = trades.groupby(minute)
-    ref = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
-                        "close": g["price"].last(), "volume": g["amount"].sum()}).reset_index(names="ts")  # fmt: skip
-    ref.insert(0, "symbol", "XRPETH")
-    bars = pa.Table.from_pandas(ref, preserve_index=False).cast(BAR_SCHEMA)
+    bars = minute_bars(trades)
     assert status["xrp-sma"]["bars"] == bars.num_rows
     from engine.instruments import Instrument
 
     inst = {"XRPETH": Instrument(symbol="XRPETH", kind="perpetual", maker_fee=0.0002, taker_fee=0.0004)}
-    registry = StrategyRegistry().discover()
-    bt = Backtest(registry.get("sma_crossover"), sma["params"], split_bars(bars), "1m", inst,
-                  BacktestSettings(cash=500, slippage_bps=1)).run()  # fmt: skip
-    want = [(ts // 1000 * 1000, i, s, side, numeric(q), numeric(p), numeric(f)) for ts, i, s, side, q, p, f in zip(
-        bt.fills.column("ts").cast(pa.int64()).to_pylist(), *(bt.fills.column(c).to_pylist() for c in
-        ("fill_id", "symbol", "side", "qty", "price", "fee")), strict=True)]  # fmt: skip
+    want = fills_on(bars, "sma_crossover", sma["params"], 500, inst)
     assert len(want) > 10
     assert fills_of(fills, "t/xrp-sma") == want
 
@@ -457,17 +469,10 @@ def test_live_feed_session_from_a_recording(tmp_path: Path) -> None:
     assert status["ticker"]["ticks"] == len(frame) and status["ticker"]["errors"] == 0
     assert status["xrp-sma"]["bars"] == closed
     assert "reconnect" in {g["reason"] for g in gaps}
-    g = frame.groupby(minutes)
-    ref = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
-                        "close": g["price"].last(), "volume": g["amount"].sum()}).reset_index(names="ts")  # fmt: skip
-    ref.insert(0, "symbol", "XRPETH")
-    bars = pa.Table.from_pandas(ref.iloc[:-1], preserve_index=False).cast(BAR_SCHEMA)
+    bars = minute_bars(frame)
+    bars = bars.slice(0, bars.num_rows - 1)
     from engine.instruments import Instrument
 
     inst = {"XRPETH": Instrument(symbol="XRPETH", kind="perpetual", maker_fee=0.0002, taker_fee=0.0004)}
-    bt = Backtest(StrategyRegistry().discover().get("sma_crossover"), sma["params"], split_bars(bars), "1m", inst,
-                  BacktestSettings(cash=500, slippage_bps=1)).run()  # fmt: skip
-    want = [(ts // 1000 * 1000, i, s, side, numeric(q), numeric(p), numeric(f)) for ts, i, s, side, q, p, f in zip(
-        bt.fills.column("ts").cast(pa.int64()).to_pylist(), *(bt.fills.column(c).to_pylist() for c in
-        ("fill_id", "symbol", "side", "qty", "price", "fee")), strict=True)]  # fmt: skip
+    want = fills_on(bars, "sma_crossover", sma["params"], 500, inst)
     assert len(want) > 10 and fills_of(fills, "t/xrp-sma") == want
