@@ -52,16 +52,17 @@ class _PortfolioProxy:
         verdict: Rejection | None = ray.get(self.handle.check.remote(key, intent, equity, exposures))
         return verdict
 
-    def report(self, name: str, ts: int, equity: float, exposures: list[Exposure], events: Any) -> PortfolioView | None:
+    def report(
+        self, name: str, ts: int, equity: float, exposures: list[Exposure], events: Any, points: Any = ()
+    ) -> PortfolioView | None:
         if self._pending is not None:
             ready, _ = ray.wait([self._pending], timeout=0)
             if ready:
                 self._view = ray.get(self._pending)
                 self._pending = None
+        ref = self.handle.report.remote(name, ts, equity, exposures, list(events), list(points))
         if self._pending is None:
-            self._pending = self.handle.report.remote(name, ts, equity, exposures, list(events))
-        elif events:
-            self.handle.report.remote(name, ts, equity, exposures, list(events))
+            self._pending = ref
         return self._view
 
 
@@ -281,7 +282,7 @@ class BotActor:
         self.recorder.write.remote(rows)
         equity = e.equity()
         self._m_equity.set(equity, self._tags)
-        view = self.proxy.report(self.spec.name, e.now_ns, equity, e.exposures(), e.drain_events())
+        view = self.proxy.report(self.spec.name, e.now_ns, equity, e.exposures(), e.drain_events(), e.drain_equity())
         if view is not None:
             e.view = view
         return size

@@ -27,19 +27,27 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.util import metrics
 
 from engine.feeds.base import Feed, FeedBatch, FeedGap
 from engine.marketdata.mux import MuxCore
 from engine.marketdata.schemas import MarketBatch
 
+#: stop retrying a subscriber that stays unavailable after backing off beyond this (seconds)
+_UNAVAILABLE_GIVE_UP_S = 10.0
+
 
 def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
     """The feed a multiplexer opens: ``{"kind": "replay", "path", "start_ns", "end_ns", "speed",
     "batch_rows"}`` or ``{"kind": "live", "exchange", "symbol_map": {name: ccxt symbol}, "playback":
     recording or None}`` (a recording plays a recorded session back offline, see
-    :mod:`engine.feeds.recorded`)."""
+    :mod:`engine.feeds.recorded`).
+
+    A replay's ``window_ns`` (event-time ns, 0: none) groups rows into windows released when their end
+    is due (:class:`engine.feeds.replay.ReplayFeed`). A fast paced replay wants one: without it the feed
+    hands over the row or two due each time the pump asks, and the pump spins a core ingesting them
+    one tiny batch at a time."""
     if feed["kind"] == "replay":
         from engine.feeds.replay import replay_from_catalog
 
@@ -51,6 +59,7 @@ def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
             feed.get("end_ns"),
             speed=feed.get("speed"),
             batch_rows=int(feed.get("batch_rows", 4096)),
+            window_ns=int(feed.get("window_ns") or 0),
             start_after_ns=feed.get("start_after_ns"),
         )
     from engine.feeds.live import CcxtLiveFeed
@@ -63,6 +72,9 @@ def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
 
         factory = playback_factory(feed["playback"])
     return CcxtLiveFeed(feed["exchange"], list(unified), stream, symbol_names=unified, client_factory=factory)
+
+
+_PUMP_SLICE_S = 0.002  # longest the pump ingests without letting the event loop run other tasks
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -111,6 +123,8 @@ class MarketDataMux:
         self.gen: dict[str, int] = {}
         self._refs: dict[int, tuple[MarketBatch, Any]] = {}
         self._pending: set[asyncio.Future[Any]] = set()
+        self._round: asyncio.Handle | None = None  # the scheduled delivery round (see _kick)
+        self._next_round = 0.0  # event-loop time before which no round starts
         self._pump_task: asyncio.Task[None] | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._feed: Feed | None = None
@@ -186,6 +200,7 @@ class MarketDataMux:
         try:
             streams = sorted(core.upstream_streams()) or [core.base_bars_stream]
             self._feed = make_feed(self.feed_config, self.symbols, streams[0])
+            turn = time.perf_counter()
             async for event in self._feed.events():
                 if isinstance(event, FeedGap):
                     self.gaps.append(
@@ -198,17 +213,23 @@ class MarketDataMux:
                         }
                     )
                     continue
-                core.ingest(event, time.time_ns())
+                now = time.time_ns()
+                core.ingest(event, now)
                 self._m_ticks.inc(event.table.num_rows, self._tags)
-                if event.final:
-                    core.flush(time.time_ns(), force=True)
-                self._dispatch()
+                # cut what has waited a window now, not at the timer's next tick (up to a window later)
+                core.flush(now, force=event.final)
+                self._kick()
                 while core.backpressure():
                     self._m_bp.set(1, self._tags)
                     await self._wait_some()
-                    self._dispatch()
+                    self._kick()
                 self._m_bp.set(0, self._tags)
-                await asyncio.sleep(0)
+                # give the loop (acks, rounds, timer) a turn every couple of ms, not after every feed batch:
+                # a paced replay that fell behind yields one window per batch, and one window per loop turn
+                # never caught up (ticks waited in the feed longer than in the whole rest of the path)
+                if time.perf_counter() - turn >= _PUMP_SLICE_S:
+                    await asyncio.sleep(0)
+                    turn = time.perf_counter()
         except Exception as exc:  # a broken feed must be visible, not silent
             self.error = f"{type(exc).__name__}: {exc}"
             raise
@@ -221,7 +242,7 @@ class MarketDataMux:
         while not self.done.is_set():
             await asyncio.sleep(self.window_s)
             if self.core.flush(time.time_ns()):
-                self._dispatch()
+                self._kick()
 
     async def _wait_some(self) -> None:
         if self._pending:
@@ -230,14 +251,37 @@ class MarketDataMux:
             await asyncio.sleep(0.001)
 
     # ------------------------------------------------------------------ delivery
+    def _kick(self) -> None:
+        """Ask for a delivery round: on the event loop's next turn, or once the rest owed for the
+        last round is over.
+
+        A round costs about one Ray call per subscriber with batches (~0.3-0.5 ms each here), so
+        rounds are paced: after a round that took ``d`` seconds the next one waits at least ``d``
+        (the pump, the timer and the acks go on meanwhile), and whatever each subscriber's queue
+        gathered goes in that round's one call (``on_market_data(gen, *refs)``). Without this every
+        batch cut and every ack started a round, each batch was a call of its own to every
+        subscriber, and the mux spent its time submitting calls (fan-out cost grew with
+        subscribers × batches, and the feed starved). A light round (few subscribers) rests only
+        as long as it worked, so latency is not traded away when the mux is not loaded."""
+        if self._round is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._next_round - loop.time()
+        self._round = loop.call_later(delay, self._dispatch) if delay > 0 else loop.call_soon(self._dispatch)
+
     def _dispatch(self) -> None:
+        if self._round is not None:
+            self._round.cancel()
+            self._round = None
         started = time.perf_counter()
         sent = 0
         for sub_id, batches in self.core.deliveries(self.inflight_limit):
             self._send(sub_id, self.gen[sub_id], batches, counted=True)
             sent += 1
         if sent:
-            self._m_fanout.observe((time.perf_counter() - started) * 1e3, self._tags)
+            took = time.perf_counter() - started
+            self._next_round = asyncio.get_running_loop().time() + took
+            self._m_fanout.observe(took * 1e3, self._tags)
             self._m_out.inc(sent, self._tags)
             depth = self.core.stats().queue_depth
             self._m_queue.set(max(depth.values(), default=0), self._tags)
@@ -256,25 +300,42 @@ class MarketDataMux:
 
     def _send(self, sub_id: str, gen: int, batches: list[MarketBatch], counted: bool) -> None:
         refs = [self._ref(b) for b in batches]
-        call = self.handles[sub_id].on_market_data.remote(gen, *refs)
         fut: asyncio.Future[Any] = asyncio.ensure_future(
-            self._settle(sub_id, gen, call, len(batches) if counted else 0)
+            self._settle(sub_id, gen, refs, len(batches) if counted else 0)
         )
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
 
-    async def _settle(self, sub_id: str, gen: int, call: Any, n: int) -> None:
-        try:
-            await call
-        except (RayActorError, RayTaskError) as exc:
-            if self.gen.get(sub_id) == gen and sub_id in self.handles:
-                self.dead.append(f"{sub_id}: {type(exc).__name__}")
-                self.core.unsubscribe(sub_id)
-                del self.handles[sub_id]
-            return
+    async def _settle(self, sub_id: str, gen: int, refs: list[Any], n: int) -> None:
+        """Deliver ``refs`` to ``sub_id`` and acknowledge them once processed. A subscriber that is
+        *unavailable* (restarting, or its new life not yet known to this process) gets the same call
+        again after a short pause while its subscription is current; one that has *died* is dropped
+        (when Ray restarts it, it subscribes again from its checkpoint)."""
+        delay = 0.02
+        while True:
+            if self.gen.get(sub_id) != gen or sub_id not in self.handles:
+                return
+            try:
+                await self.handles[sub_id].on_market_data.remote(gen, *refs)
+                break
+            except ActorUnavailableError:
+                if delay > _UNAVAILABLE_GIVE_UP_S:
+                    self._drop(sub_id, gen, "ActorUnavailableError")
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+            except (RayActorError, RayTaskError) as exc:
+                self._drop(sub_id, gen, type(exc).__name__)
+                return
         if n and self.gen.get(sub_id) == gen and sub_id in self.handles:
             self.core.ack(sub_id, n)
-            self._dispatch()
+            self._kick()
+
+    def _drop(self, sub_id: str, gen: int, why: str) -> None:
+        if self.gen.get(sub_id) == gen and sub_id in self.handles:
+            self.dead.append(f"{sub_id}: {why}")
+            self.core.unsubscribe(sub_id)
+            del self.handles[sub_id]
 
     # ------------------------------------------------------------------ queries
     async def stats(self) -> dict[str, Any]:

@@ -96,9 +96,10 @@ class PortfolioActor:
         equity: float,
         exposures: list[Exposure],
         events: list[tuple[int, str, str, dict[str, Any]]],
+        points: list[tuple[int, float]] | None = None,
     ) -> PortfolioView:
         """A bot's state after a batch (see :meth:`LivePortfolio.report`)."""
-        view = self.portfolio.report(name, ts, equity, exposures, events)
+        view = self.portfolio.report(name, ts, equity, exposures, events, points or ())
         self._m_bot_equity.set(equity, {**self._tags, "bot": name})
         self._m_bot_dd.set(self.portfolio.manager.drawdown(name), {**self._tags, "bot": name})
         self._m_equity.set(view.equity, self._tags)

@@ -82,3 +82,19 @@ def test_drain_hands_over_new_rows_once() -> None:
     assert [e.kind for e in first["events"]][:1] == ["strategy:signal"]
     assert first["snapshots"] and not first["rejections"]
     assert pf.drain() == {"events": [], "snapshots": [], "rejections": []}
+
+
+def test_equity_points_drive_snapshots_and_breakers_bar_by_bar() -> None:
+    pf = portfolio()
+    minute = 60_000_000_000
+    # one report carrying 3 hours of 30-minute bar closes: a dips 20 % at the fourth close and recovers
+    curve = [60_000.0, 61_000.0, 62_000.0, 49_600.0, 55_000.0, 60_000.0]
+    points = [(H + i * 30 * minute, eq) for i, eq in enumerate(curve)]
+    pf.report("a", points[-1][0], curve[-1], [], [], points)
+    trips = [e for e in pf.events.of("portfolio:circuit_breaker") if e.strategy == "a"]
+    assert [(e.ts, e.data["action"]) for e in trips] == [(points[3][0], "trip"), (points[5][0], "release")]
+    # an hourly snapshot at the first point of each hour, from the points themselves
+    hourly = sorted({s.ts for s in pf.manager.snapshots})
+    assert hourly == [H, 2 * H, 3 * H]
+    a_at = {s.ts: s.equity for s in pf.manager.snapshots if s.strategy == "a"}
+    assert a_at == {H: 60_000.0, 2 * H: 62_000.0, 3 * H: 55_000.0}

@@ -90,6 +90,7 @@ class PortfolioClient(Protocol):
         equity: float,
         exposures: list[Exposure],
         events: Sequence[tuple[int, str, str, dict[str, Any]]],
+        points: Sequence[tuple[int, float]] = (),
     ) -> PortfolioView | None: ...
 
 
@@ -256,6 +257,7 @@ class BotEngine:
         self.exchange.listeners.append(self._on_fill)
         # records not yet drained
         self._signals: list[dict[str, Any]] = []
+        self._equity_points: list[tuple[int, float]] = []
         self._events: list[tuple[int, str, str, dict[str, Any]]] = []
         self._fills_sent = 0
         self._orders_sent: dict[int, tuple[int, float]] = {}
@@ -357,8 +359,8 @@ class BotEngine:
             if ts != slice_ts:
                 if ts < slice_ts:
                     raise ParameterError("ts", f"bars must come in time order ({symbol} at {ts} after {slice_ts})")
-                if acted and wants:
-                    self._end_slice(slice_ts + tf)
+                if slice_ts >= 0:
+                    self._end_slice(slice_ts + tf, acted and wants)
                 acted = False
                 slice_ts = ts
             try:
@@ -387,8 +389,8 @@ class BotEngine:
             if self.state == RUNNING and self.started and self._active(symbol, k, ts):
                 acted = True
                 self._guard("on_bar", symbol, self.strategy.on_bar, md.bar(symbol))
-        if acted and wants:
-            self._end_slice(slice_ts + tf)
+        if slice_ts >= 0:
+            self._end_slice(slice_ts + tf, acted and wants)
         return done
 
     def on_ticks(self, rows: Sequence[tuple[str, int, float, float]]) -> int:
@@ -420,10 +422,12 @@ class BotEngine:
             return False
         return spec.start_ns is None or ts >= spec.start_ns
 
-    def _end_slice(self, close_ns: int) -> None:
-        if self.state == RUNNING:
+    def _end_slice(self, close_ns: int, call_on_bars: bool) -> None:
+        """After every bar of one open time: ``on_bars`` (when wanted) and the equity point."""
+        if call_on_bars and self.state == RUNNING:
             self.now_ns = close_ns
             self._guard("on_bars", "*", self.strategy.on_bars, close_ns)
+        self._equity_points.append((close_ns, self.equity()))
 
     # ------------------------------------------------------------------ callbacks and errors
     def _guard(self, callback: str, symbol: str, fn: Callable[..., None], *args: Any) -> bool:
@@ -540,6 +544,11 @@ class BotEngine:
                 )
         signals, self._signals = self._signals, []
         return {"live_fills": fills, "live_orders": orders, "live_positions": positions, "strategy_signals": signals}
+
+    def drain_equity(self) -> list[tuple[int, float]]:
+        """(bar close time ns UTC, equity) after each time slice since the last call."""
+        points, self._equity_points = self._equity_points, []
+        return points
 
     def drain_events(self) -> list[tuple[int, str, str, dict[str, Any]]]:
         """Portfolio events (position opened/closed, funding settlements, signals) since the last call."""

@@ -137,9 +137,13 @@ class LivePortfolio:
         equity: float,
         exposures: list[Exposure],
         events: Sequence[tuple[int, str, str, dict[str, Any]]] = (),
+        points: Sequence[tuple[int, float]] = (),
     ) -> PortfolioView:
-        """Record bot ``name``'s state at ``ts`` (ns UTC): equity (quote currency), exposures and
-        events ``(ts, kind, symbol, data)`` to append to the log; run the manager at the newest time.
+        """Record bot ``name``'s state at ``ts`` (ns UTC): equity (quote currency), exposures, events
+        ``(ts, kind, symbol, data)`` to append to the log, and its equity after each bar close since
+        its last report (``points``: (close ns, equity)). The manager runs at every point (the other
+        bots at their latest equity; times never go back: a lagging bot's points count at the newest
+        time seen), so drawdowns, breakers and snapshots follow each bar, then at ``ts``.
 
         Raises:
             ParameterError: an unknown bot name.
@@ -147,12 +151,18 @@ class LivePortfolio:
         self._known(name)
         for ev_ts, kind, symbol, data in events:
             self.events.emit(ev_ts, kind, name, symbol, **data)
-        self._equity[name] = float(equity)
-        self._exposures[name] = list(exposures)
-        if ts > self.time_ns:
-            self.time_ns = ts
-        if self.time_ns > 0:
+        for t, value in points:
+            self._equity[name] = float(value)
+            if t > self.time_ns:
+                self.time_ns = t
             self.manager.update(self.time_ns, self._equity)
+        self._exposures[name] = list(exposures)
+        if float(equity) != self._equity[name] or ts > self.time_ns or not points:
+            self._equity[name] = float(equity)
+            if ts > self.time_ns:
+                self.time_ns = ts
+            if self.time_ns > 0:
+                self.manager.update(self.time_ns, self._equity)
         return self.view(name)
 
     def check(
