@@ -300,23 +300,23 @@ class MarketDataMux:
 
     def _send(self, sub_id: str, gen: int, batches: list[MarketBatch], counted: bool) -> None:
         refs = [self._ref(b) for b in batches]
+        # submitted here, synchronously: a round's cost is its submissions (see _kick)
+        call = self.handles[sub_id].on_market_data.remote(gen, *refs)
         fut: asyncio.Future[Any] = asyncio.ensure_future(
-            self._settle(sub_id, gen, refs, len(batches) if counted else 0)
+            self._settle(sub_id, gen, refs, call, len(batches) if counted else 0)
         )
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
 
-    async def _settle(self, sub_id: str, gen: int, refs: list[Any], n: int) -> None:
+    async def _settle(self, sub_id: str, gen: int, refs: list[Any], call: Any, n: int) -> None:
         """Deliver ``refs`` to ``sub_id`` and acknowledge them once processed. A subscriber that is
         *unavailable* (restarting, or its new life not yet known to this process) gets the same call
         again after a short pause while its subscription is current; one that has *died* is dropped
         (when Ray restarts it, it subscribes again from its checkpoint)."""
         delay = 0.02
         while True:
-            if self.gen.get(sub_id) != gen or sub_id not in self.handles:
-                return
             try:
-                await self.handles[sub_id].on_market_data.remote(gen, *refs)
+                await call
                 break
             except ActorUnavailableError:
                 if delay > _UNAVAILABLE_GIVE_UP_S:
@@ -324,6 +324,9 @@ class MarketDataMux:
                     return
                 await asyncio.sleep(delay)
                 delay *= 2
+                if self.gen.get(sub_id) != gen or sub_id not in self.handles:
+                    return
+                call = self.handles[sub_id].on_market_data.remote(gen, *refs)
             except (RayActorError, RayTaskError) as exc:
                 self._drop(sub_id, gen, type(exc).__name__)
                 return
