@@ -88,6 +88,7 @@ SYMBOL = "BTCUSDT"
 MUX = {"max_rows": 4096, "window_ms": 5.0, "inflight_limit": 4, "max_queue": 256}
 FEED_BATCH = 4096
 LATENCY_RATE = 100_000.0  # offered ticks per wall second
+LATENCY_SUBS = (1, 10)  # subscriber counts of the latency runs
 FEED_WINDOW_MS = 1.0  # paced replay: rows are released in windows of this many wall ms
 FANOUT = {"max_rows": 16384, "inflight_limit": 16}
 
@@ -170,8 +171,14 @@ def core_baseline(table: pa.Table, repeat: int) -> float:
     batches = feed_batches(table, FEED_BATCH)
 
     def once() -> None:
-        core = MuxCore("mux:" + SYMBOL, symbols=[SYMBOL], max_rows=MUX["max_rows"],
-                       window_ns=int(MUX["window_ms"] * 1e6), max_queue=MUX["max_queue"], history=4096)
+        core = MuxCore(
+            "mux:" + SYMBOL,
+            symbols=[SYMBOL],
+            max_rows=MUX["max_rows"],
+            window_ns=int(MUX["window_ms"] * 1e6),
+            max_queue=MUX["max_queue"],
+            history=4096,
+        )
         core.subscribe("bars", {"bars:1m"})
         b: FeedBatch
         for b in batches:
@@ -203,14 +210,28 @@ class Bench:
         ray.get([s.reset.remote() for s in self.sinks])  # every sink alive and empty
         return self.sinks[:n]
 
-    def run(self, n_sinks: int, stream: str, speed: float | None, end_ns: int | None = None, ticks: int = 0,
-            feed_window_ns: int = 0, **mux_options: Any) -> Run:
+    def run(
+        self,
+        n_sinks: int,
+        stream: str,
+        speed: float | None,
+        end_ns: int | None = None,
+        ticks: int = 0,
+        feed_window_ns: int = 0,
+        **mux_options: Any,
+    ) -> Run:
         """One fresh mux, ``n_sinks`` sinks on ``stream``; replays the file (rows with ts < ``end_ns``)."""
         sinks = self.ensure_sinks(n_sinks)
         ticks = ticks or self.ticks
         self.k += 1
-        feed = {"kind": "replay", "path": self.path, "speed": speed, "batch_rows": FEED_BATCH, "end_ns": end_ns,
-                "window_ns": feed_window_ns}
+        feed = {
+            "kind": "replay",
+            "path": self.path,
+            "speed": speed,
+            "batch_rows": FEED_BATCH,
+            "end_ns": end_ns,
+            "window_ns": feed_window_ns,
+        }
         mux = MarketDataMux.options(name=f"mux:bench-{self.k}").remote(
             "mux:" + SYMBOL, [SYMBOL], feed, bars_from="trades", bar_timeframe="1m", **{**MUX, **mux_options}
         )
@@ -244,8 +265,9 @@ def fmt_rate(v: float) -> str:
     return f"{v / 1e3:,.0f}k"
 
 
-def latency(bench: Bench, table: pa.Table, runs: int, seconds: float, n_sinks: int,
-            feed_window_ms: float) -> list[dict[str, float]]:
+def latency(
+    bench: Bench, table: pa.Table, runs: int, seconds: float, n_sinks: int, feed_window_ms: float
+) -> list[dict[str, float]]:
     ts = ts_ns_array(table["ts"])
     ts0 = int(ts[0])
     event_rate = len(ts) / ((int(ts[-1]) - ts0) / 1e9)  # ticks per event-time second
@@ -262,20 +284,22 @@ def latency(bench: Bench, table: pa.Table, runs: int, seconds: float, n_sinks: i
         feed_start = int((ingest - due_off).min())
         mux_lat = (recv - ingest) / 1e6
         tick_lat = (recv - (feed_start + due_off)) / 1e6
-        out.append({
-            "speed": speed,
-            "rate": run.ticks / run.net_s,
-            "seconds": run.net_s,
-            "batches": float(len(recv)),
-            "rows_per_batch": run.ticks * n_sinks / len(recv),
-            "calls": float(sum(r["calls"] for r in run.sinks)),
-            "mux_p50": float(np.percentile(mux_lat, 50)),
-            "mux_p99": float(np.percentile(mux_lat, 99)),
-            "mux_max": float(mux_lat.max()),
-            "tick_p50": float(np.percentile(tick_lat, 50)),
-            "tick_p99": float(np.percentile(tick_lat, 99)),
-            "tick_max": float(tick_lat.max()),
-        })
+        out.append(
+            {
+                "speed": speed,
+                "rate": run.ticks / run.net_s,
+                "seconds": run.net_s,
+                "batches": float(len(recv)),
+                "rows_per_batch": run.ticks * n_sinks / len(recv),
+                "calls": float(sum(r["calls"] for r in run.sinks)),
+                "mux_p50": float(np.percentile(mux_lat, 50)),
+                "mux_p99": float(np.percentile(mux_lat, 99)),
+                "mux_max": float(mux_lat.max()),
+                "tick_p50": float(np.percentile(tick_lat, 50)),
+                "tick_p99": float(np.percentile(tick_lat, 99)),
+                "tick_max": float(tick_lat.max()),
+            }
+        )
     return out
 
 
@@ -297,11 +321,19 @@ def main() -> None:
     parser.add_argument("--only", default="1,2,3", help="which measurements (default 1,2,3)")
     parser.add_argument("--fanout", default="1,10,100", help="subscriber counts of the fan-out runs")
     parser.add_argument("--fanout-max-rows", type=int, default=FANOUT["max_rows"], help="max_rows of the fan-out runs")
-    parser.add_argument("--fanout-inflight", type=int, default=FANOUT["inflight_limit"],
-                        help="inflight_limit (batches per subscriber) of the fan-out runs")
+    parser.add_argument(
+        "--fanout-inflight",
+        type=int,
+        default=FANOUT["inflight_limit"],
+        help="inflight_limit (batches per subscriber) of the fan-out runs",
+    )
     parser.add_argument("--latency-s", type=float, default=20.0, help="latency run length, s (default 20)")
-    parser.add_argument("--feed-window-ms", type=float, default=FEED_WINDOW_MS,
-                        help="paced replay: feed window in wall ms (event window = this × speed)")
+    parser.add_argument(
+        "--feed-window-ms",
+        type=float,
+        default=FEED_WINDOW_MS,
+        help="paced replay: feed window in wall ms (event window = this × speed)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     fanout_options = {"max_rows": args.fanout_max_rows, "inflight_limit": args.fanout_inflight}
@@ -309,13 +341,15 @@ def main() -> None:
     rows: list[Row] = []
     thr: list[Run] = []
     fan: dict[int, list[Run]] = {}
-    lat: list[dict[str, float]] = []
+    lat: dict[int, list[dict[str, float]]] = {}
     base = 0.0
     with tempfile.TemporaryDirectory(prefix="bench_runtime_") as tmp:
         path, table = write_tiled(args.tiles, Path(tmp))
         n = table.num_rows
-        print(f"{n:,} real BTCUSDT ticks ({args.tiles} tiles) in a temporary {path.stat().st_size / 1e6:.1f} MB file; "
-              f"{os.cpu_count()} cores, {load()}")
+        print(
+            f"{n:,} real BTCUSDT ticks ({args.tiles} tiles) in a temporary {path.stat().st_size / 1e6:.1f} MB file; "
+            f"{os.cpu_count()} cores, {load()}"
+        )
         if "1" in only:
             base = core_baseline(table, args.runs)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -325,13 +359,12 @@ def main() -> None:
                 bench.ensure_sinks(1)
                 thr = [bench.run(1, "bars:1m", None) for _ in range(args.runs)]
                 print(f"  1. throughput done ({load()})")
-                rows.append(Row("1. mux throughput, net (1 sub on bars:1m)", _settings(MUX),
-                                [r.net_rate for r in thr]))
+                rows.append(Row("1. mux throughput, net (1 sub on bars:1m)", _settings(MUX), [r.net_rate for r in thr]))
                 rows.append(Row("   gross (start(), feed open incl.)", "", [r.gross_rate for r in thr]))
                 rows.append(Row("   in-process MuxCore baseline", "same batches", [base]))
             counts = [int(x) for x in args.fanout.split(",")] if "2" in only else []
-            if "3" in only and 10 not in counts:
-                counts.append(10)
+            if "3" in only:
+                counts = sorted({*counts, *LATENCY_SUBS})
             for k in sorted(counts):
                 if "2" in only and k in [int(x) for x in args.fanout.split(",")]:
                     took = timed_sinks_start(bench, k)
@@ -339,42 +372,59 @@ def main() -> None:
                     print(f"  2. fan-out to {k} done ({took:.1f} s to start the sinks; {load()})")
                     calls = np.mean([sum(s["calls"] for s in r.sinks) for r in fan[k]])
                     cut = fan[k][0].stats["batches_cut"]["trades"]
-                    rows.append(Row(f"2. fan-out, {k:3d} subs on trades", _settings({**MUX, **fanout_options}),
-                                    [r.net_rate for r in fan[k]],
-                                    note=f"{cut} batches × {k} subs in {calls:,.0f} calls"))
-                if k == 10 and "3" in only:  # before more sinks exist (idle actor processes add noise)
-                    bench.ensure_sinks(10)
-                    lat = latency(bench, table, args.runs, args.latency_s, 10, args.feed_window_ms)
-                    print(f"  3. latency done ({load()})")
+                    rows.append(
+                        Row(
+                            f"2. fan-out, {k:3d} subs on trades",
+                            _settings({**MUX, **fanout_options}),
+                            [r.net_rate for r in fan[k]],
+                            note=f"{cut} batches × {k} subs in {calls:,.0f} calls",
+                        )
+                    )
+                if k in LATENCY_SUBS and "3" in only:  # before more sinks exist (idle processes add noise)
+                    bench.ensure_sinks(k)
+                    lat[k] = latency(bench, table, args.runs, args.latency_s, k, args.feed_window_ms)
+                    print(f"  3. latency with {k} subs done ({load()})")
         finally:
             ray.shutdown()
     print()
     print(f"{'configuration':42s} {'settings':24s} {'runs':>15s} {'best':>7s} {'spread':>7s}  note")
     for r in rows:
         runs = " ".join(fmt_rate(v) for v in r.values)
-        print(f"{r.name:42s} {r.settings:24s} {runs:>15s} {fmt_rate(max(r.values)):>7s} "
-              f"{spread(r.values) * 100:6.1f}%  {r.note}")
-    for i, m in enumerate(lat):
-        print(f"3. latency run {i + 1}: speed {m['speed']:.0f} → {m['rate']:,.0f} ticks/s for {m['seconds']:.1f} s, "
-              f"10 subs; {m['batches']:,.0f} batches of {m['rows_per_batch']:.0f} rows in {m['calls']:,.0f} calls; "
-              f"ms p50/p99/max: tick→bot {m['tick_p50']:.1f}/{m['tick_p99']:.1f}/{m['tick_max']:.0f}, "
-              f"mux→bot {m['mux_p50']:.1f}/{m['mux_p99']:.1f}/{m['mux_max']:.0f}")
+        print(
+            f"{r.name:42s} {r.settings:24s} {runs:>15s} {fmt_rate(max(r.values)):>7s} "
+            f"{spread(r.values) * 100:6.1f}%  {r.note}"
+        )
+    for k, runs in lat.items():
+        for i, m in enumerate(runs):
+            print(
+                f"3. latency, {k:2d} subs, run {i + 1}: speed {m['speed']:.0f} → {m['rate']:,.0f} ticks/s for "
+                f"{m['seconds']:.1f} s; {m['batches']:,.0f} batches of {m['rows_per_batch']:.0f} rows "
+                f"in {m['calls']:,.0f} calls; "
+                f"ms p50/p99/max: tick→bot {m['tick_p50']:.1f}/{m['tick_p99']:.1f}/{m['tick_max']:.0f}, "
+                f"mux→bot {m['mux_p50']:.1f}/{m['mux_p99']:.1f}/{m['mux_max']:.0f}"
+            )
     print()
     if thr:
         best_net = max(r.net_rate for r in thr)
         verdict = "met" if best_net >= 500_000 else "MISSED"
-        print(f"target 1 (one mux >= 500,000 ticks/s): best {best_net:,.0f} ticks/s net, "
-              f"{max(r.gross_rate for r in thr):,.0f} gross ({verdict}); in-process core {base:,.0f} "
-              f"(actor/core {best_net / base:.2f})")
+        print(
+            f"target 1 (one mux >= 500,000 ticks/s): best {best_net:,.0f} ticks/s net, "
+            f"{max(r.gross_rate for r in thr):,.0f} gross ({verdict}); in-process core {base:,.0f} "
+            f"(actor/core {best_net / base:.2f})"
+        )
     if 10 in fan and 100 in fan:
         t10 = min(r.net_s for r in fan[10])
         t100 = min(r.net_s for r in fan[100])
-        print(f"target 2 (100 subs cost <= 2x of 10): {t100 / t10:.2f}x ({'met' if t100 / t10 <= 2 else 'MISSED'}; "
-              f"best {n / t10:,.0f} vs {n / t100:,.0f} ticks/s)")
-    if lat:
-        p99 = min(m["tick_p99"] for m in lat)
-        print(f"target 3 (tick→bot p99 <= 20 ms at 100k ticks/s, 10 subs): p99 best {p99:.1f} ms, worst "
-              f"{max(m['tick_p99'] for m in lat):.1f} ms ({'met' if p99 <= 20 else 'MISSED'})")
+        print(
+            f"target 2 (100 subs cost <= 2x of 10): {t100 / t10:.2f}x ({'met' if t100 / t10 <= 2 else 'MISSED'}; "
+            f"best {n / t10:,.0f} vs {n / t100:,.0f} ticks/s)"
+        )
+    for k, runs in lat.items():
+        p99 = min(m["tick_p99"] for m in runs)
+        print(
+            f"target 3 (tick→bot p99 <= 20 ms at 100k ticks/s, {k} subs): p99 best {p99:.1f} ms, worst "
+            f"{max(m['tick_p99'] for m in runs):.1f} ms ({'met' if p99 <= 20 else 'MISSED'})"
+        )
     print(f"whole benchmark: {time.perf_counter() - wall:.0f} s ({load()})")
 
 

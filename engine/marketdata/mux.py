@@ -21,7 +21,9 @@ What it does:
   last bar close), never a quote mid**, because M2M of a position is valued at traded prices.
 * **Batches.** Each output stream accumulates rows and is cut into a
   :class:`~engine.marketdata.schemas.MarketBatch` when it holds ``max_rows`` rows (cut into pieces of
-  exactly ``max_rows``), when its oldest row has waited ``window_ns`` of wall time (:meth:`flush`), on
+  exactly ``max_rows``), when its oldest row has waited ``window_ns`` of wall time (:meth:`flush`), at
+  once on :meth:`flush` while every subscriber of the stream is idle (nothing queued or in flight:
+  waiting would only add latency; batching resumes as soon as one is busy), on
   ``flush(force=True)`` and when a feed ends (``final``: an empty batch with watermark
   :data:`~engine.marketdata.schemas.END_OF_STREAM` if nothing is left). A batch is created once per
   stream and queued, as the same object, for every subscriber of the stream. **Subscribers get every
@@ -324,7 +326,10 @@ class MuxCore:
             if name == LTP:
                 due = self._ltp_oldest_ns is not None and now_ns - self._ltp_oldest_ns >= self.window_ns
             else:
-                due = bool(stream.chunks) and now_ns - stream.chunks[0][1] >= self.window_ns
+                due = bool(stream.chunks) and (
+                    now_ns - stream.chunks[0][1] >= self.window_ns
+                    or all(s.inflight == 0 and not s.queue for s in self._subs_of[name])
+                )
             if due or force:
                 cut += self._cut_all(name, force, now_ns)
         return cut
