@@ -24,6 +24,10 @@ fills, positions, signals, portfolio snapshots and events, risk rejections and b
 written in batches by :meth:`Store.write_live` (one transaction per batch; insert-or-ignore or
 upsert per table; nanosecond timestamps floored to the microsecond) and read by
 :meth:`Store.read_live` / :meth:`Store.load_checkpoint` (see :mod:`engine.store.live`).
+
+And the strategies' M2M (migration ``005_m2m``): legs and their exits, 1-minute M2M candles (with a
+5-minute rollup), daily performance rows, written by :meth:`Store.write_live` like the live tables and
+read, always scoped by account, by :mod:`engine.store.m2m` (which also exports a strategy's P&L report).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import math
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -617,6 +621,38 @@ class Store(ABC):
                 raise StoreError(f"reading {spec.name} failed: {_describe(exc)}") from exc
             return restore_live(spec, raw)
 
+    def _select_live(self, relation: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
+        """For :mod:`engine.store` modules (:mod:`engine.store.m2m`): ``SELECT`` the columns of ``schema``
+        from a live table or view with ``clause`` (WHERE / ORDER BY / LIMIT made of column names the
+        caller's code chose, never a user's text; values bound as ``params`` with
+        :attr:`placeholder`), as an Arrow table with ``schema``.
+
+        Raises:
+            StoreError: if the schema is not migrated or the database fails.
+        """
+        with self._lock:
+            self._check_open()
+            self._require_schema()
+            try:
+                raw = self._read_live(relation, schema, clause, params)
+            except Exception as exc:
+                raise StoreError(f"reading {relation} failed: {_describe(exc)}") from exc
+            return raw.rename_columns(schema.names).cast(schema)
+
+    def _query_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """For :mod:`engine.store` modules: run a read-only query (catalog look-ups), return its rows."""
+        with self._lock:
+            self._check_open()
+            try:
+                return self._migration_conn().query(sql, params)
+            except Exception as exc:
+                raise StoreError(f"query failed: {_describe(exc)}") from exc
+
+    @property
+    def placeholder(self) -> str:
+        """The parameter marker of this backend's SQL (``?`` or ``%s``)."""
+        return self._migration_conn().placeholder
+
     def load_checkpoint(self, bot_id: str) -> tuple[int, int, bytes] | None:
         """The latest checkpoint of a bot as ``(watermark_ns, seq, state)`` (watermark in ns since the
         epoch), or None when the bot has none.
@@ -959,7 +995,7 @@ def _validate_columns(
         elif pa.types.is_timestamp(f.type):
             if floor_us:
                 col = pc.floor_temporal(col, unit="microsecond")
-            ints = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            ints = pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)  # nulls: allowed above
             bad = np.flatnonzero(ints % 1000)
             if bad.size:
                 i = int(bad[0])

@@ -29,7 +29,14 @@ from engine.store.base import (
     cast_loaded,
     duplicate_run,
 )
-from engine.store.live import LIVE_TABLES, broken_reference, insert_sql, reference_checks
+from engine.store.live import (
+    LIVE_TABLES,
+    broken_reference,
+    insert_sql,
+    invariant_checks,
+    pre_write_checks,
+    reference_checks,
+)
 from engine.store.migrations import MigrationConnection
 from engine.store.portfolios import (
     PORTFOLIO_COLUMNS,
@@ -468,6 +475,10 @@ class DuckDBStore(Store):
                         else f.name
                         for f in table.schema
                     ]
+                    for query, error in pre_write_checks(spec, view):
+                        row = self._con.execute(query).fetchone()
+                        if row is not None:
+                            raise error(row)
                     result = self._con.execute(insert_sql(spec, view, exprs)).fetchall()
                     written[name] = int(result[0][0]) if result else 0
                 for name, view in views.items():  # after every insert: rows of this batch count
@@ -476,6 +487,10 @@ class DuckDBStore(Store):
                         row = self._con.execute(query).fetchone()
                         if row is not None:
                             raise broken_reference(spec, ref, row)
+                    for query, error in invariant_checks(spec, view):
+                        row = self._con.execute(query).fetchone()
+                        if row is not None:
+                            raise error(row)
         finally:
             for view in views.values():
                 self._con.unregister(view)

@@ -1,5 +1,5 @@
-"""Live state as stored data (migration ``004_live``): table layouts, validation and the SQL both
-backends share.
+"""Live state as stored data (migrations ``004_live`` and ``005_m2m``): table layouts, validation and
+the SQL both backends share.
 
 The live runtime (bots, the portfolio manager, the recorder that batches their output) writes Arrow
 tables through :meth:`Store.write_live <engine.store.base.Store.write_live>` and reads them back with
@@ -8,18 +8,31 @@ its Arrow schema (what a writer passes and what a reader gets back), primary key
 nullable columns and the rules its values obey.
 
 * **Conflict modes.** ``"ignore"`` tables (``live_fills``, ``strategy_signals``, ``portfolio_snapshots``,
-  ``portfolio_events``, ``risk_rejections``) are idempotent by key: a row whose key is stored already is
-  skipped, so replaying a batch after a restart changes nothing. ``"upsert"`` tables (``accounts``,
-  ``strategy_instances``, ``bots``, ``live_orders``, ``live_positions``, ``bot_checkpoints``) keep the
-  latest state of each key: a stored row is replaced (except ``created_at``, which keeps the first
-  write's value). Where a spec names a ``newer`` column (``updated_ts`` / ``updated_at``) a row older
-  than the stored one is skipped, so a replayed stale state never overwrites a newer one. Within one
-  batch, duplicates of a key collapse first: the first row for ``"ignore"``, the newest (then last)
-  for ``"upsert"``.
+  ``portfolio_events``, ``risk_rejections``, ``strategy_leg_exits``, ``strategy_m2m_candles``) are
+  idempotent by key: a row whose key is stored already is skipped, so replaying a batch after a
+  restart changes nothing. ``"upsert"`` tables (``accounts``, ``strategy_instances``, ``bots``,
+  ``live_orders``, ``live_positions``, ``bot_checkpoints``, ``strategy_legs``,
+  ``strategy_performance_daily``) keep the latest state of each key: a stored row is replaced (except
+  ``created_at``, which keeps the first write's value). Where a spec names a ``newer`` column
+  (``updated_ts`` / ``updated_at``) a row older than the stored one is skipped, so a replayed stale
+  state never overwrites a newer one. Within one batch, duplicates of a key collapse first: the first
+  row for ``"ignore"``, the newest (then last) for ``"upsert"``.
+* **Defaults.** A column with a default (``accounts.timezone``, ``strategy_instances.is_default`` and
+  ``.tags``) may be left out of the Arrow table or hold nulls: a new row gets the default, an upserted
+  row keeps its stored value (so a writer that predates the column cannot reset it).
+  ``strategy_instances.target_profit`` / ``.stop_loss`` may be left out too: they are then NULL.
+* **Fixed columns.** An upsert may not move a stored row to another account (``strategy_instances``,
+  ``strategy_legs``) or a leg to another strategy instance: the batch is rejected instead.
+* **Row rules and invariants** (per table, see :data:`LIVE_TABLES`): a candle's ``low <= open, close <=
+  high`` and minute-aligned ``ts``; an option leg's option fields; a default strategy is ``manual`` and
+  active, and an account has at most one (checked after the batch's rows are written, in the same
+  transaction).
 * **References** (checked in the write's transaction, instead of foreign keys, which DuckDB cannot
   combine with upserts): a strategy instance's and a bot's account is stored, a bot's instance
   belongs to the bot's account, every order, fill, position, signal and checkpoint names a stored
-  bot of its ``account_id``, and portfolio rows a stored account. Rows of the same batch count.
+  bot of its ``account_id``, and portfolio rows a stored account; a leg, exit, candle or daily row
+  names a stored strategy instance of its ``account_id``, an exit a stored leg of that instance, and a
+  leg's or an exit's ``bot_id`` (when not null) a stored bot of its account. Rows of the same batch count.
 * **Units.** Money (``equity``, ``peak``, ``fee``, ``realized_pnl``, ``funding``) in the account's quote
   currency, prices in quote currency per base unit, quantities in base units (``live_positions.qty``
   signed: > 0 long, < 0 short), ``drawdown_pct`` in percent, rejection ``value`` / ``limit_value`` in
@@ -29,18 +42,20 @@ nullable columns and the rules its values obey.
   input is accepted) and TIMESTAMPTZ in the database: **floored to the microsecond** on write (live
   feeds carry ns stamps; the backtest tables reject them instead), so they read back floored. JSON
   columns are strings holding valid JSON, stored and read back as the exact text. ``symbols`` is
-  ``list<string>``, ``state`` binary.
+  ``list<string>``, ``state`` binary, ``strategy_performance_daily.day`` ``date32`` (the day in the
+  account's time zone).
 
 This module touches no database: the stores call :func:`prepare_live` before they write and build
-their SQL with :func:`insert_sql`, :func:`reference_checks` and :func:`read_clause`.
+their SQL with :func:`insert_sql`, :func:`pre_write_checks`, :func:`reference_checks`,
+:func:`invariant_checks` and :func:`read_clause`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,6 +79,14 @@ ORDER_STATUSES: tuple[str, ...] = ("open", "filled", "cancelled", "rejected")
 BOT_STATUSES: tuple[str, ...] = ("created", "running", "paused", "stopped", "error")
 INSTANCE_STATUSES: tuple[str, ...] = ("active", "archived")
 SIGNAL_ACTIONS: tuple[str, ...] = ("entry", "exit", "skip", "error", "state")
+LEG_SEGMENTS: tuple[str, ...] = ("spot", "perp", "future", "option", "index")
+LEG_STATUSES: tuple[str, ...] = ("open", "closed", "removed")
+LEG_SOURCES: tuple[str, ...] = ("bot", "manual")
+OPTION_TYPES: tuple[str, ...] = ("C", "P")
+#: strategy_type of a legs container without a plugin (every account's default strategy is one).
+MANUAL_STRATEGY_TYPE = "manual"
+#: Candle timestamps are minute starts (ns).
+MINUTE_NS = 60_000_000_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,30 @@ class LiveReference:
     columns: tuple[str, ...]
     table: str
     target: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule across a row's columns, checked before anything is written: ``bad(table)`` is true
+    (nulls are not offences) on the rows that break it; the error names ``column`` and says ``rule``."""
+
+    column: str
+    rule: str
+    bad: Callable[[pa.Table], pa.Array | pa.ChunkedArray]
+
+
+@dataclass(frozen=True)
+class LiveInvariant:
+    """A rule over stored rows, checked in the batch's transaction after its rows are written (or
+    before, with ``before``: for a rule a database constraint also enforces at once, so that the error
+    is this one). ``query`` (with ``{source}``, the batch's rows) returns one row when the rule is
+    broken (its first value is shown in the error, which names ``column`` and says ``rule``), nothing
+    otherwise."""
+
+    column: str
+    rule: str
+    query: str
+    before: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,8 +139,13 @@ class LiveTableSpec:
         non_finite_as_null: float columns whose NaN/±inf are stored as NULL.
         newer: for upserts, the timestamp column that orders states: an older row does not replace a
             newer stored one.
-        references: the stored rows every written row must match (see the module docstring).
-        defaults: a value for a column the writer may leave out.
+        references: the stored rows every written row must match (see the module docstring); a row
+            whose referencing columns hold a null is not checked (as SQL foreign keys).
+        defaults: a value for a column the writer may leave out (or leave null: a new row gets the
+            default, an upserted row keeps its stored value; a None default just means NULL).
+        rules: rules across a row's columns (:class:`RowRule`), checked in Python before writing.
+        fixed: columns an upsert may not change on a stored row (its owner).
+        invariants: rules over the stored rows (:class:`LiveInvariant`), checked after writing.
     """
 
     name: str
@@ -110,6 +162,14 @@ class LiveTableSpec:
     newer: str | None = None
     references: tuple[LiveReference, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    rules: tuple[RowRule, ...] = ()
+    fixed: tuple[str, ...] = ()
+    invariants: tuple[LiveInvariant, ...] = ()
+
+    @property
+    def kept_on_null(self) -> tuple[str, ...]:
+        """Columns with a (non-None) default: null means "the stored value, else the default"."""
+        return tuple(c for c, v in self.defaults.items() if v is not None)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -135,6 +195,68 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 _BOT_REF = LiveReference(("account_id", "bot_id"), "bots", ("account_id", "bot_id"))
 _ACCOUNT_REF = LiveReference(("account_id",), "accounts", ("account_id",))
+_INSTANCE_REF = LiveReference(("account_id", "instance_id"), "strategy_instances", ("account_id", "instance_id"))
+_LEG_REF = LiveReference(
+    ("account_id", "instance_id", "leg_id"), "strategy_legs", ("account_id", "instance_id", "leg_id")
+)
+
+
+# -------------------------------------------------------------------- row rules
+
+
+def _is(table: pa.Table, column: str, *values: Any) -> pa.ChunkedArray:
+    """``column`` is one of ``values`` (null: false)."""
+    kind = table.schema.field(column).type
+    return pc.fill_null(pc.is_in(table[column], pa.array(values, kind)), False)
+
+
+def _given(table: pa.Table, column: str) -> pa.ChunkedArray:
+    return pc.is_valid(table[column])
+
+
+def _outside(table: pa.Table, column: str) -> pa.ChunkedArray:
+    """``column`` is below ``low`` or above ``high``."""
+    return pc.or_(pc.less(table[column], table["low"]), pc.greater(table[column], table["high"]))
+
+
+def _flag(table: pa.Table) -> pa.ChunkedArray:
+    """``is_default``, null (keep the stored value) read as false."""
+    return pc.fill_null(table["is_default"], False)
+
+
+def _not_minute(table: pa.Table) -> pa.Array:
+    us = table["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)  # µs here (validated, floored)
+    return pa.array(us % (MINUTE_NS // 1000) != 0)
+
+
+def _bad_tags(table: pa.Table) -> pa.Array:
+    """Rows whose ``tags`` text is valid JSON but not a list of non-empty strings without NUL."""
+    bad = []
+    for text in table["tags"].to_pylist():
+        if text is None:
+            bad.append(False)
+            continue
+        value = orjson.loads(text)
+        ok = isinstance(value, list) and all(isinstance(v, str) and v and "\x00" not in v for v in value)
+        bad.append(not ok)
+    return pa.array(bad, pa.bool_())
+
+
+def _not_option(table: pa.Table) -> pa.ChunkedArray:
+    return pc.invert(_is(table, "segment", "option"))
+
+
+#: A leg's option fields: allowed (each may still be null) only when its segment is 'option'.
+OPTION_FIELDS: tuple[str, ...] = ("option_type", "strike", "expiry_ts", "underlying", "implied_vol")
+
+
+def _option_field_rule(column: str) -> RowRule:
+    return RowRule(
+        column,
+        "must be null unless segment is 'option' (an option field)",
+        lambda t: pc.and_(_not_option(t), _given(t, column)),
+    )
+
 
 #: Every live table, in write order (a table's references come before it).
 LIVE_TABLES: dict[str, LiveTableSpec] = {
@@ -161,14 +283,53 @@ LIVE_TABLES: dict[str, LiveTableSpec] = {
                 ("status", _STR),
                 ("created_at", TS),
                 ("updated_at", TS),
+                ("is_default", pa.bool_()),
+                ("tags", _STR),
+                ("target_profit", _F64),
+                ("stop_loss", _F64),
             ),
             keys=("instance_id",),
             conflict="upsert",
+            nullable=frozenset({"target_profit", "stop_loss"}),
             non_empty=("instance_id", "account_id", "name", "strategy_type"),
             choices={"status": INSTANCE_STATUSES},
-            json=("params",),
+            # stop_loss is a loss amount: hit when the strategy's total P&L <= -stop_loss
+            positive=("target_profit", "stop_loss"),
+            json=("params", "tags"),
             newer="updated_at",
             references=(_ACCOUNT_REF,),
+            defaults={"is_default": False, "tags": "[]", "target_profit": None, "stop_loss": None},
+            rules=(
+                RowRule("tags", "must be a JSON list of non-empty strings", _bad_tags),
+                RowRule(
+                    "strategy_type",
+                    f"must be '{MANUAL_STRATEGY_TYPE}' for the default strategy (is_default)",
+                    lambda t: pc.and_(_flag(t), pc.invert(_is(t, "strategy_type", MANUAL_STRATEGY_TYPE))),
+                ),
+                RowRule(
+                    "status",
+                    "the default strategy cannot be archived",
+                    lambda t: pc.and_(_flag(t), _is(t, "status", "archived")),
+                ),
+            ),
+            fixed=("account_id",),
+            invariants=(
+                LiveInvariant(
+                    "is_default",
+                    "an account has at most one default strategy",
+                    "SELECT t.account_id FROM strategy_instances t WHERE t.is_default "
+                    "AND t.account_id IN (SELECT account_id FROM {source}) "
+                    "GROUP BY t.account_id HAVING count(*) > 1 LIMIT 1",
+                ),
+                LiveInvariant(  # a null is_default keeps the stored flag: check the row as it will be
+                    "is_default",
+                    f"the default strategy is an active '{MANUAL_STRATEGY_TYPE}' strategy",
+                    "SELECT s.instance_id FROM {source} s LEFT JOIN strategy_instances t "
+                    "ON t.instance_id = s.instance_id WHERE COALESCE(s.is_default, t.is_default, FALSE) "
+                    f"AND (s.strategy_type <> '{MANUAL_STRATEGY_TYPE}' OR s.status <> 'active') LIMIT 1",
+                    before=True,
+                ),
+            ),
         ),
         LiveTableSpec(
             "bots",
@@ -368,6 +529,144 @@ LIVE_TABLES: dict[str, LiveTableSpec] = {
             non_empty=("bot_id", "account_id"),
             references=(_BOT_REF,),
         ),
+        LiveTableSpec(
+            "strategy_legs",
+            _schema(
+                ("account_id", _STR),
+                ("instance_id", _STR),
+                ("leg_id", _STR),
+                ("symbol", _STR),
+                ("exchange", _STR),
+                ("segment", _STR),
+                ("side", pa.int8()),
+                ("qty", _F64),
+                ("initial_qty", _F64),
+                ("lot_size", _F64),
+                ("multiplier", _F64),
+                ("entry_price", _F64),
+                ("entry_ts", TS),
+                ("option_type", _STR),
+                ("strike", _F64),
+                ("expiry_ts", TS),
+                ("underlying", _STR),
+                ("implied_vol", _F64),
+                ("source", _STR),
+                ("bot_id", _STR),
+                ("fill_id", pa.int64()),
+                ("notes", _STR),
+                ("status", _STR),
+                ("realized_pnl", _F64),
+                ("updated_ts", TS),
+            ),
+            keys=("leg_id",),
+            conflict="upsert",
+            nullable=frozenset(
+                {"option_type", "strike", "expiry_ts", "underlying", "implied_vol", "bot_id", "fill_id", "notes"}
+            ),
+            non_empty=("account_id", "instance_id", "leg_id", "symbol", "underlying", "bot_id"),
+            choices={
+                "segment": LEG_SEGMENTS,
+                "status": LEG_STATUSES,
+                "source": LEG_SOURCES,
+                "option_type": OPTION_TYPES,
+            },
+            positive=("initial_qty", "multiplier", "strike"),
+            non_negative=("qty", "lot_size", "entry_price", "implied_vol", "fill_id"),  # lot_size 0: no lot rule
+            newer="updated_ts",
+            references=(_INSTANCE_REF, _BOT_REF),
+            rules=(
+                RowRule("qty", "must be <= initial_qty", lambda t: pc.greater(t["qty"], t["initial_qty"])),
+                RowRule(
+                    "qty",
+                    "must be > 0 while the leg is open",
+                    lambda t: pc.and_(_is(t, "status", "open"), pc.less_equal(t["qty"], 0)),
+                ),
+                RowRule(
+                    "qty",
+                    "must be 0 once the leg is closed or removed",
+                    lambda t: pc.and_(pc.invert(_is(t, "status", "open")), pc.not_equal(t["qty"], 0)),
+                ),
+                *(_option_field_rule(column) for column in OPTION_FIELDS),
+                RowRule(
+                    "bot_id",
+                    "required when source is 'bot' and null when it is 'manual'",
+                    lambda t: pc.not_equal(_is(t, "source", "bot"), _given(t, "bot_id")),
+                ),
+            ),
+            fixed=("account_id", "instance_id"),
+        ),
+        LiveTableSpec(
+            "strategy_leg_exits",
+            _schema(
+                ("account_id", _STR),
+                ("instance_id", _STR),
+                ("leg_id", _STR),
+                ("exit_id", pa.int64()),
+                ("ts", TS),
+                ("qty", _F64),
+                ("price", _F64),
+                ("realized_pnl", _F64),
+                ("bot_id", _STR),
+                ("fill_id", pa.int64()),
+            ),
+            keys=("leg_id", "exit_id"),
+            conflict="ignore",
+            nullable=frozenset({"bot_id", "fill_id"}),
+            non_empty=("account_id", "instance_id", "leg_id", "bot_id"),
+            positive=("qty",),
+            non_negative=("exit_id", "price", "fill_id"),
+            references=(_INSTANCE_REF, _LEG_REF, _BOT_REF),
+        ),
+        LiveTableSpec(
+            "strategy_m2m_candles",
+            _schema(
+                ("account_id", _STR),
+                ("instance_id", _STR),
+                ("ts", TS),
+                ("open", _F64),
+                ("high", _F64),
+                ("low", _F64),
+                ("close", _F64),
+                ("realized_pnl", _F64),
+                ("total_pnl", _F64),
+                ("updates", pa.int32()),
+                ("model_mark", pa.bool_()),
+            ),
+            keys=("instance_id", "ts"),
+            conflict="ignore",
+            non_empty=("account_id", "instance_id"),
+            non_negative=("updates",),
+            references=(_INSTANCE_REF,),
+            rules=(
+                RowRule("ts", "must be a minute start (UTC)", _not_minute),
+                RowRule("high", "must be >= low", lambda t: pc.less(t["high"], t["low"])),
+                RowRule("open", "must be between low and high", lambda t: _outside(t, "open")),
+                RowRule("close", "must be between low and high", lambda t: _outside(t, "close")),
+            ),
+        ),
+        LiveTableSpec(
+            "strategy_performance_daily",
+            _schema(
+                ("account_id", _STR),
+                ("instance_id", _STR),
+                ("day", pa.date32()),
+                ("realized_pnl", _F64),
+                ("unrealized_pnl", _F64),
+                ("total_pnl", _F64),
+                ("max_m2m", _F64),
+                ("min_m2m", _F64),
+                ("trades", pa.int32()),
+                ("model_mark", pa.bool_()),
+                ("updated_at", TS),
+            ),
+            keys=("instance_id", "day"),
+            conflict="upsert",
+            non_empty=("account_id", "instance_id"),
+            non_negative=("trades",),
+            newer="updated_at",
+            references=(_INSTANCE_REF,),
+            rules=(RowRule("min_m2m", "must be <= max_m2m", lambda t: pc.greater(t["min_m2m"], t["max_m2m"])),),
+        ),
     )
 }
 
@@ -415,12 +714,13 @@ def _prepare_table(spec: LiveTableSpec, given: object) -> pa.Table:
         given = pa.Table.from_batches([given])
     if isinstance(given, pa.Table):
         with_defaults: pa.Table = given
-        for column, value in spec.defaults.items():
+        for column in spec.defaults:  # left out: null (the stored value or the default, see insert_sql)
             if column not in with_defaults.column_names:
                 kind = spec.schema.field(column).type
-                with_defaults = with_defaults.append_column(column, pa.array([value] * given.num_rows, kind))
+                with_defaults = with_defaults.append_column(column, pa.nulls(given.num_rows, kind))
         given = with_defaults
-    table = _validate_columns(spec.name, given, spec.schema, spec.nullable, spec.non_finite_as_null, floor_us=True)
+    nullable = spec.nullable | frozenset(spec.kept_on_null)
+    table = _validate_columns(spec.name, given, spec.schema, nullable, spec.non_finite_as_null, floor_us=True)
     for f in spec.schema:
         col = table[f.name]
         if pa.types.is_string(f.type):
@@ -429,7 +729,8 @@ def _prepare_table(spec: LiveTableSpec, given: object) -> pa.Table:
             _check_list(spec, f.name, col)
         if f.name in spec.choices:
             allowed = spec.choices[f.name]
-            _first_bad(spec, f.name, pc.invert(pc.is_in(col, pa.array(allowed, f.type))), f"must be one of {allowed}")
+            outside = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, pa.array(allowed, f.type))))  # null: not
+            _first_bad(spec, f.name, outside, f"must be one of {allowed}")
         if f.name in spec.positive:
             _first_bad(spec, f.name, pc.less_equal(col, 0), "must be > 0")
         if f.name in spec.non_negative:
@@ -443,10 +744,14 @@ def _prepare_table(spec: LiveTableSpec, given: object) -> pa.Table:
                         raise StoreValueError(spec.name, f.name, f"row {i} is not valid JSON ({exc})") from exc
     if "timezone" in spec.columns:
         for i, name in enumerate(table["timezone"].to_pylist()):
+            if name is None:
+                continue
             try:
                 ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise StoreValueError(spec.name, "timezone", f"row {i} is {name!r}, not an IANA time zone") from exc
+    for rule in spec.rules:
+        _first_bad(spec, rule.column, rule.bad(table), rule.rule)
     return _dedupe(spec, table)
 
 
@@ -515,11 +820,18 @@ def _dedupe(spec: LiveTableSpec, table: pa.Table) -> pa.Table:
 
 
 def insert_sql(spec: LiveTableSpec, source: str, exprs: Sequence[str]) -> str:
-    """``INSERT INTO <table> (...) SELECT <exprs> FROM <source> ON CONFLICT (<keys>) ...`` by the spec's
-    conflict mode (``exprs`` are the backend's casts of the source columns, in schema order)."""
+    """``INSERT INTO <table> (...) SELECT <exprs> FROM <source> s ON CONFLICT (<keys>) ...`` by the spec's
+    conflict mode (``exprs`` are the backend's casts of the source columns, in schema order). A null in
+    a column with a default becomes the stored row's value, else the default."""
     cols = ", ".join(spec.columns)
     keys = ", ".join(spec.keys)
-    sql = f"INSERT INTO {spec.name} ({cols}) SELECT {', '.join(exprs)} FROM {source} ON CONFLICT ({keys}) "
+    exprs = list(exprs)
+    match = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+    for column in spec.kept_on_null:
+        i = spec.columns.index(column)
+        stored = f"(SELECT t.{column} FROM {spec.name} t WHERE {match})"
+        exprs[i] = f"COALESCE({exprs[i]}, {stored}, {_literal(spec.defaults[column])})"
+    sql = f"INSERT INTO {spec.name} ({cols}) SELECT {', '.join(exprs)} FROM {source} s ON CONFLICT ({keys}) "
     if spec.conflict == "ignore":
         return sql + "DO NOTHING"
     sql += "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in spec.update_columns)
@@ -528,15 +840,67 @@ def insert_sql(spec: LiveTableSpec, source: str, exprs: Sequence[str]) -> str:
     return sql
 
 
+def _literal(value: object) -> str:
+    """An SQL literal of a spec default (bool, int, float or str)."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for a default of type {type(value).__name__}")
+
+
+#: A check query and the error to raise with the row it returns.
+Check = tuple[str, Callable[[Sequence[Any]], StoreValueError]]
+
+
+def pre_write_checks(spec: LiveTableSpec, source: str) -> list[Check]:
+    """Queries to run BEFORE ``source`` is written: each returns a row when a batch row would change a
+    :attr:`~LiveTableSpec.fixed` column of a stored row (the row's key), or breaks an invariant checked
+    ``before``; nothing otherwise."""
+    checks: list[Check] = [_invariant_check(spec, inv, source) for inv in spec.invariants if inv.before]
+    match = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+    keys = ", ".join(f"s.{k}" for k in spec.keys)
+    for column in spec.fixed:
+
+        def error(row: Sequence[Any], column: str = column) -> StoreValueError:
+            given = ", ".join(f"{k}={v!r}" for k, v in zip(spec.keys, row, strict=True))
+            return StoreValueError(
+                spec.name, column, f"the row with {given} is stored with another {column}, which cannot change"
+            )
+
+        query = f"SELECT {keys} FROM {source} s JOIN {spec.name} t ON {match} WHERE t.{column} <> s.{column} LIMIT 1"
+        checks.append((query, error))
+    return checks
+
+
+def invariant_checks(spec: LiveTableSpec, source: str) -> list[Check]:
+    """Queries to run AFTER the batch is written (see :class:`LiveInvariant`)."""
+    return [_invariant_check(spec, inv, source) for inv in spec.invariants if not inv.before]
+
+
+def _invariant_check(spec: LiveTableSpec, inv: LiveInvariant, source: str) -> Check:
+    def error(row: Sequence[Any]) -> StoreValueError:
+        return StoreValueError(spec.name, inv.column, f"{inv.rule} (broken for {row[0]!r})")
+
+    return inv.query.format(source=source), error
+
+
 def reference_checks(spec: LiveTableSpec, source: str) -> list[tuple[LiveReference, str]]:
     """For each reference of ``spec``: a query returning the first row of ``source`` that matches no
-    stored row (its referencing columns), or nothing."""
+    stored row (its referencing columns), or nothing. Rows with a null referencing column are skipped."""
     checks = []
     for ref in spec.references:
         match = " AND ".join(f"t.{t} = s.{c}" for c, t in zip(ref.columns, ref.target, strict=True))
         cols = ", ".join(f"s.{c}" for c in ref.columns)
+        where = "".join(f"s.{c} IS NOT NULL AND " for c in ref.columns if c in spec.nullable)
         checks.append(
-            (ref, f"SELECT {cols} FROM {source} s WHERE NOT EXISTS (SELECT 1 FROM {ref.table} t WHERE {match}) LIMIT 1")
+            (
+                ref,
+                f"SELECT {cols} FROM {source} s WHERE {where}"
+                f"NOT EXISTS (SELECT 1 FROM {ref.table} t WHERE {match}) LIMIT 1",
+            )
         )
     return checks
 
@@ -619,8 +983,12 @@ def read_clause(
 
 def _bind(spec: LiveTableSpec, column: str, kind: pa.DataType, value: object) -> Any:
     """A ``where`` value checked against the column's type (timestamps: int ns, floored to the µs, or an
-    aware datetime)."""
+    aware datetime; dates: a ``datetime.date``)."""
     field_name = f"where.{column}"
+    if pa.types.is_date(kind):
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        raise ParameterError(field_name, f"must be a datetime.date, got {value!r}")
     if pa.types.is_timestamp(kind):
         if isinstance(value, datetime) and value.tzinfo is not None:
             return value

@@ -16,13 +16,20 @@ Rules (the runner enforces what it can):
 
 The runner is dialect-agnostic: it talks to the database through a :class:`MigrationConnection`
 adapter that each store provides.
+
+A migration may have a Python step (:data:`MIGRATION_STEPS`), run right after its file in the same
+transaction, for what plain SQL cannot decide well. ``005_m2m`` on PostgreSQL has one: when
+TimescaleDB is available and loadable (:func:`timescaledb_available`) it turns ``strategy_m2m_candles``
+into a compressed hypertable and ``strategy_m2m_5m`` into a continuous aggregate
+(:func:`m2m_timescaledb_statements`); otherwise the plain table and view of the file stay.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +40,7 @@ import engine
 from engine.errors import StoreError
 
 MIGRATIONS_TABLE = "_migrations"
+log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _FILE_NAME = re.compile(r"^(?P<number>\d+)_(?P<slug>[A-Za-z0-9_]+)\.sql$")
@@ -54,7 +62,8 @@ class MigrationConnection(Protocol):
     placeholder: str
 
     def transaction(self) -> AbstractContextManager[Any]:
-        """A context manager: BEGIN on enter, COMMIT on normal exit, ROLLBACK (then re-raise) on error."""
+        """A context manager: BEGIN on enter, COMMIT on normal exit, ROLLBACK (then re-raise) on error.
+        On PostgreSQL, inside a transaction, a SAVEPOINT instead (released / rolled back to)."""
         ...
 
     def lock(self) -> None:
@@ -252,6 +261,9 @@ def apply_migrations(conn: MigrationConnection, migrations_dir: str | Path | Non
                 if conn.query(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = {p}", (f.name,)):
                     continue  # another process applied it meanwhile
                 conn.execute_script(sql)
+                step = MIGRATION_STEPS.get((conn.dialect, f.name))
+                if step is not None:
+                    step(conn)
                 conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name) VALUES ({p})", (f.name,))
         except Exception as exc:
             detail = str(exc).strip() or type(exc).__name__
@@ -266,3 +278,93 @@ def apply_migrations(conn: MigrationConnection, migrations_dir: str | Path | Non
 
 def _unapplied(files: list[MigrationFile], done: set[str]) -> Iterator[MigrationFile]:
     return (f for f in files if f.name not in done)
+
+
+# -------------------------------------------------------------------- TimescaleDB (PostgreSQL)
+
+
+def timescaledb_available(conn: MigrationConnection) -> bool:
+    """Whether TimescaleDB can be used on ``conn`` (inside a migration's transaction): the extension is
+    installed, or it is available and ``CREATE EXTENSION IF NOT EXISTS timescaledb`` succeeds (run in a
+    savepoint: a server that lists the extension without preloading its library refuses it, and the
+    migration goes on without it, logging a warning). Always False on DuckDB."""
+    if conn.dialect != "postgres":
+        return False
+    if conn.query("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+        return True
+    if not conn.query("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"):
+        return False
+    try:
+        with conn.transaction():  # a savepoint
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except Exception as exc:
+        log.warning("timescaledb is available but could not be loaded (%s): plain PostgreSQL is used", exc)
+        return False
+    return True
+
+
+#: The 5-minute rollup as TimescaleDB computes it (``first``/``last`` by ts; ``time_bucket``'s default
+#: origin, 2000-01-03 UTC, is a multiple of 5 minutes since the epoch, like the plain view's date_bin).
+M2M_5M_TIMESCALEDB_SELECT = (
+    "SELECT account_id, instance_id, time_bucket(INTERVAL '5 minutes', ts) AS ts, "
+    "first(open, ts) AS open, max(high) AS high, min(low) AS low, last(close, ts) AS close, "
+    "last(realized_pnl, ts) AS realized_pnl, last(total_pnl, ts) AS total_pnl, "
+    "sum(updates)::integer AS updates, bool_or(model_mark) AS model_mark "
+    "FROM strategy_m2m_candles "
+    "GROUP BY account_id, instance_id, time_bucket(INTERVAL '5 minutes', ts)"
+)
+
+#: How far back the continuous aggregate's policy re-materializes buckets (late candles older than this
+#: need ``CALL refresh_continuous_aggregate('strategy_m2m_5m', start, end)``; newer ones, and every
+#: bucket after the last refresh, are read in real time).
+M2M_5M_REFRESH_START = "2 days"
+#: Chunks of strategy_m2m_candles are compressed once older than this.
+M2M_COMPRESS_AFTER = "7 days"
+
+
+def m2m_timescaledb_statements() -> list[str]:
+    """The statements that turn migration 005's plain schema into its TimescaleDB form (in order):
+    ``strategy_m2m_candles`` a hypertable on ts (1-day chunks), compressed segment by instance_id after
+    :data:`M2M_COMPRESS_AFTER`; the view ``strategy_m2m_5m`` replaced by a real-time continuous aggregate
+    of the same name and columns, refreshed every minute."""
+    return [
+        "SELECT create_hypertable('strategy_m2m_candles'::regclass, 'ts', "
+        "chunk_time_interval => INTERVAL '1 day', if_not_exists => TRUE)",
+        "ALTER TABLE strategy_m2m_candles SET (timescaledb.compress, timescaledb.compress_segmentby = 'instance_id')",
+        f"SELECT add_compression_policy('strategy_m2m_candles'::regclass, INTERVAL '{M2M_COMPRESS_AFTER}', "
+        "if_not_exists => TRUE)",
+        "DROP VIEW strategy_m2m_5m",
+        "CREATE MATERIALIZED VIEW strategy_m2m_5m "
+        "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+        f"{M2M_5M_TIMESCALEDB_SELECT} WITH NO DATA",
+        f"SELECT add_continuous_aggregate_policy('strategy_m2m_5m'::regclass, "
+        f"start_offset => INTERVAL '{M2M_5M_REFRESH_START}', end_offset => INTERVAL '5 minutes', "
+        "schedule_interval => INTERVAL '1 minute', if_not_exists => TRUE)",
+    ]
+
+
+def m2m_timescaledb_step(conn: MigrationConnection) -> bool:
+    """Migration 005's step on PostgreSQL: run :func:`m2m_timescaledb_statements` (in a savepoint) when
+    :func:`timescaledb_available`; return whether they ran. If they fail, the plain table and view are
+    kept and a warning is logged (as migrations 001, 003 and 004 fall back)."""
+    if not timescaledb_available(conn):
+        log.info("timescaledb is not available: strategy_m2m_candles is a plain table, strategy_m2m_5m a view")
+        return False
+    try:
+        with conn.transaction():  # a savepoint
+            for sql in m2m_timescaledb_statements():
+                conn.execute(sql)
+    except Exception as exc:
+        log.warning(
+            "timescaledb is available but the M2M hypertable / continuous aggregate failed (%s): "
+            "strategy_m2m_candles stays a plain table and strategy_m2m_5m a view",
+            exc,
+        )
+        return False
+    return True
+
+
+#: Python steps run right after a migration file, in its transaction: (dialect, name) → step.
+MIGRATION_STEPS: dict[tuple[str, str], Callable[[MigrationConnection], object]] = {
+    ("postgres", "005_m2m"): m2m_timescaledb_step,
+}

@@ -34,7 +34,14 @@ from engine.store.base import (
     cast_loaded,
     duplicate_run,
 )
-from engine.store.live import LIVE_TABLES, broken_reference, insert_sql, reference_checks
+from engine.store.live import (
+    LIVE_TABLES,
+    broken_reference,
+    insert_sql,
+    invariant_checks,
+    pre_write_checks,
+    reference_checks,
+)
 from engine.store.migrations import MigrationConnection
 from engine.store.portfolios import (
     PORTFOLIO_COLUMNS,
@@ -513,6 +520,10 @@ class PostgresStore(Store):
                     cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT csv)".encode()) as copy,
                 ):
                     copy.write(memoryview(sink.getvalue()))
+                for query, error in pre_write_checks(spec, stage):
+                    row = self._conn.execute(query.encode()).fetchone()
+                    if row is not None:
+                        raise error(row)
                 with self._conn.cursor() as cur:
                     cur.execute(insert_sql(spec, stage, spec.columns).encode())
                     written[name] = max(cur.rowcount, 0)
@@ -522,6 +533,10 @@ class PostgresStore(Store):
                     row = self._conn.execute(query.encode()).fetchone()
                     if row is not None:
                         raise broken_reference(spec, ref, row)
+                for query, error in invariant_checks(spec, stage):
+                    row = self._conn.execute(query.encode()).fetchone()
+                    if row is not None:
+                        raise error(row)
         return written
 
     def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:

@@ -1,0 +1,130 @@
+-- Migration: 005_m2m
+-- Description: strategy legs and their exits, 1-minute M2M candles with a 5-minute rollup view, daily strategy performance; default strategy, tags, target profit and stop loss on strategy instances (DuckDB)
+--
+-- Written in batches through Store.write_live (engine/store/live.py holds the Arrow layout of every
+-- table, its key, its conflict mode and its rules); read through engine/store/m2m.py. Every table is
+-- scoped by account_id. Money, prices and quantities are DECIMAL(38, 18); timestamps TIMESTAMPTZ
+-- (microseconds, UTC; ns stamps are floored when written). Sides are +1 (buy/long), -1 (sell/short).
+-- M2M (unrealized P&L) of a leg = (mark - entry_price) * qty * side * multiplier, in the account's
+-- quote currency; a strategy's M2M is the sum over its open legs, its total P&L adds realized P&L.
+--
+-- No FOREIGN KEY constraints (as in 004): Store.write_live checks, in the write's transaction, that
+-- every leg, exit, candle and daily row names a stored strategy instance of its account_id, every exit
+-- a stored leg of that instance, and a leg's or an exit's bot_id (when set) a stored bot of its account.
+--
+-- DuckDB cannot add a column with a CHECK constraint nor build a partial index: the rules on the new
+-- strategy_instances columns (target_profit > 0, stop_loss > 0, tags a JSON list of strings, at most
+-- one default strategy per account, the default strategy is an active 'manual' strategy) are checked
+-- by Store.write_live in the write's transaction (PostgreSQL also has them as constraints).
+
+-- Existing rows: not the default strategy, no tags, no target profit or stop loss.
+ALTER TABLE strategy_instances ADD COLUMN is_default BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE strategy_instances ADD COLUMN tags JSON NOT NULL DEFAULT '[]';  -- a JSON list of strings
+ALTER TABLE strategy_instances ADD COLUMN target_profit DECIMAL(38, 18);    -- > 0: close when total P&L >= it
+ALTER TABLE strategy_instances ADD COLUMN stop_loss DECIMAL(38, 18);        -- > 0: hit when total P&L <= -stop_loss
+
+-- One row per leg (instrument position) of a strategy; upserted by leg_id, a row with an older
+-- updated_ts than the stored one is ignored. account_id and instance_id never change.
+CREATE TABLE strategy_legs (
+    account_id   VARCHAR NOT NULL,
+    instance_id  VARCHAR NOT NULL,
+    leg_id       VARCHAR PRIMARY KEY,  -- legs opened from bot fills: '<bot_id>:<fill_id>'
+    symbol       VARCHAR NOT NULL,
+    exchange     VARCHAR NOT NULL,     -- may be ''
+    segment      VARCHAR NOT NULL CHECK (segment IN ('spot', 'perp', 'future', 'option', 'index')),
+    side         SMALLINT NOT NULL CHECK (side IN (-1, 1)),
+    qty          DECIMAL(38, 18) NOT NULL CHECK (qty >= 0),          -- open units
+    initial_qty  DECIMAL(38, 18) NOT NULL CHECK (initial_qty > 0),   -- units at entry
+    lot_size     DECIMAL(38, 18) NOT NULL CHECK (lot_size >= 0),     -- units per lot; 0 = no lot rule
+    multiplier   DECIMAL(38, 18) NOT NULL CHECK (multiplier > 0),    -- quote currency per point per unit
+    entry_price  DECIMAL(38, 18) NOT NULL CHECK (entry_price >= 0),  -- quote currency per unit
+    entry_ts     TIMESTAMPTZ NOT NULL,
+    option_type  VARCHAR CHECK (option_type IN ('C', 'P')),          -- option fields: NULL unless
+    strike       DECIMAL(38, 18) CHECK (strike > 0),                  -- segment = 'option' (an option
+    expiry_ts    TIMESTAMPTZ,                                     -- leg may leave them NULL: it is
+    underlying   VARCHAR,                                             -- then marked at its own price)
+    implied_vol  DECIMAL(38, 18) CHECK (implied_vol >= 0),            -- a fraction per year (0.2 = 20 %)
+    source       VARCHAR NOT NULL CHECK (source IN ('bot', 'manual')),
+    bot_id       VARCHAR,                                             -- the bot (iff source = 'bot') and
+    fill_id      BIGINT CHECK (fill_id >= 0),                     -- the fill that opened the leg
+    notes        VARCHAR,
+    status       VARCHAR NOT NULL CHECK (status IN ('open', 'closed', 'removed')),
+    realized_pnl DECIMAL(38, 18) NOT NULL,                            -- Σ realized P&L of its exits
+    updated_ts   TIMESTAMPTZ NOT NULL,                            -- the last change
+    CHECK (qty <= initial_qty),
+    CHECK ((status = 'open') = (qty > 0)),  -- closed and removed legs hold no quantity
+    CHECK (segment = 'option' OR (option_type IS NULL AND strike IS NULL AND expiry_ts IS NULL
+                                  AND underlying IS NULL AND implied_vol IS NULL)),
+    CHECK ((source = 'bot') = (bot_id IS NOT NULL))
+);
+
+-- Every (partial) exit of a leg; insert-or-ignore by (leg_id, exit_id).
+CREATE TABLE strategy_leg_exits (
+    account_id   VARCHAR NOT NULL,
+    instance_id  VARCHAR NOT NULL,
+    leg_id       VARCHAR NOT NULL,
+    exit_id      BIGINT NOT NULL CHECK (exit_id >= 0),  -- increasing within the account
+    ts           TIMESTAMPTZ NOT NULL,
+    qty          DECIMAL(38, 18) NOT NULL CHECK (qty > 0),
+    price        DECIMAL(38, 18) NOT NULL CHECK (price >= 0),
+    realized_pnl DECIMAL(38, 18) NOT NULL,  -- (price - entry_price) * qty * side * multiplier
+    bot_id       VARCHAR,                   -- the bot fill that caused the exit (NULL for a manual
+    fill_id      BIGINT CHECK (fill_id >= 0),  -- exit or a strategy close)
+    PRIMARY KEY (leg_id, exit_id)
+);
+
+-- One candle per strategy and minute (ts = the minute's start, UTC): open/high/low/close of the
+-- strategy's unrealized M2M over the minute, realized and total P&L at its close, the number of mark
+-- updates folded in, and whether any mark came from a model (no traded price). Insert-or-ignore.
+CREATE TABLE strategy_m2m_candles (
+    account_id   VARCHAR NOT NULL,
+    instance_id  VARCHAR NOT NULL,
+    ts           TIMESTAMPTZ NOT NULL,
+    open         DECIMAL(38, 18) NOT NULL,
+    high         DECIMAL(38, 18) NOT NULL,
+    low          DECIMAL(38, 18) NOT NULL,
+    close        DECIMAL(38, 18) NOT NULL,
+    realized_pnl DECIMAL(38, 18) NOT NULL,
+    total_pnl    DECIMAL(38, 18) NOT NULL,
+    updates      INTEGER NOT NULL CHECK (updates >= 0),
+    model_mark   BOOLEAN NOT NULL,
+    PRIMARY KEY (instance_id, ts),
+    CHECK (low <= open AND open <= high AND low <= close AND close <= high)
+);
+
+-- The 5-minute rollup (a TimescaleDB continuous aggregate of the same name and columns on PostgreSQL
+-- with the extension): ts = the bucket's start (UTC), open = first open, high = max, low = min,
+-- close / realized_pnl / total_pnl = last, updates = sum, model_mark = any.
+CREATE VIEW strategy_m2m_5m AS
+SELECT
+    account_id,
+    instance_id,
+    time_bucket(INTERVAL '5 minutes', ts) AS ts,
+    arg_min(open, ts) AS open,
+    max(high) AS high,
+    min(low) AS low,
+    arg_max(close, ts) AS close,
+    arg_max(realized_pnl, ts) AS realized_pnl,
+    arg_max(total_pnl, ts) AS total_pnl,
+    CAST(sum(updates) AS INTEGER) AS updates,
+    bool_or(model_mark) AS model_mark
+FROM strategy_m2m_candles
+GROUP BY account_id, instance_id, time_bucket(INTERVAL '5 minutes', ts);
+
+-- One row per strategy and day (the day in the account's time zone, accounts.timezone); upserted, a
+-- row with an older updated_at than the stored one is ignored.
+CREATE TABLE strategy_performance_daily (
+    account_id     VARCHAR NOT NULL,
+    instance_id    VARCHAR NOT NULL,
+    day            DATE NOT NULL,
+    realized_pnl   DECIMAL(38, 18) NOT NULL,  -- booked that day
+    unrealized_pnl DECIMAL(38, 18) NOT NULL,  -- M2M at the day's close
+    total_pnl      DECIMAL(38, 18) NOT NULL,  -- cumulative realized + unrealized at the day's close
+    max_m2m        DECIMAL(38, 18) NOT NULL,  -- highest M2M during the day
+    min_m2m        DECIMAL(38, 18) NOT NULL,  -- lowest M2M during the day
+    trades         INTEGER NOT NULL CHECK (trades >= 0),
+    model_mark     BOOLEAN NOT NULL,          -- a mark of the day came from a model
+    updated_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (instance_id, day),
+    CHECK (min_m2m <= max_m2m)
+);
