@@ -30,7 +30,7 @@ from ray.util import metrics
 from engine.data.catalog import load_funding, load_marks
 from engine.live.bot import PAUSED, RUNNING, STOPPED, BotEngine, BotSpec
 from engine.live.merge import BarMerger
-from engine.marketdata.schemas import TRADES, MarketBatch, bars_stream
+from engine.marketdata.schemas import TRADES, bars_stream, decode_delivery
 from engine.portfolio.live import PortfolioView
 from engine.risk.manager import Rejection
 from engine.risk.view import Exposure, OrderIntent
@@ -223,13 +223,14 @@ class BotActor:
         return self._publish(checkpoint=True)
 
     # ------------------------------------------------------------------ market data
-    def on_market_data(self, gen: int, *batches: MarketBatch) -> int:
-        """Batches from a multiplexer (resolved from the object store) for subscription ``gen``;
+    def on_market_data(self, gen: int, payload: Any) -> int:
+        """One delivery from a multiplexer (resolved from the object store; one batch per stream) for
+        subscription ``gen``;
         calls addressed to an earlier subscription (a previous life of this actor) are ignored.
         Returns bars processed."""
         now = time.time_ns()
         ticked = 0
-        for b in batches:
+        for b in decode_delivery(payload):
             if self.gens.get(b.source) != gen:
                 continue
             if b.stream == self.stream:

@@ -4,10 +4,18 @@ An asyncio actor hosting :class:`engine.marketdata.mux.MuxCore`. It opens its fe
 of the catalog or a live exchange websocket, :mod:`engine.feeds`), however many bots subscribe,
 and fans batches out:
 
-* each batch is put in the object store **once** (``ray.put``) and the same reference goes to every
-  subscriber (``on_market_data.remote(gen, *refs)``; Ray resolves the references in the callee);
-* every subscriber has its own bounded queue in the core and at most ``inflight_limit`` calls in
-  flight, so a slow bot does not hold back the others; beyond ``max_queue`` the core conflates
+* a subscriber gets **one delivery per call**: ``on_market_data.remote(gen, payload)``: the batches
+  pending for it, merged into one per stream (:func:`~engine.marketdata.schemas.merge_batches`) and
+  encoded **once** for every subscriber with the same pending batches: small deliveries as bytes
+  inside the call (no object-store round trip on either side), big ones put in the object store
+  once, the reference going to each (resolved zero-copy in the callee);
+  :func:`~engine.marketdata.schemas.decode_delivery` gives the receiver its batches;
+* every subscriber has its own bounded queue in the core and at most ``calls_limit`` deliveries
+  (``inflight_limit`` batches) in flight, so a slow bot does not hold back the others, and what
+  waits meanwhile goes out in its next delivery: a call costs about a millisecond of CPU on each
+  side here whatever its size, so under load (many subscribers, a busy machine) deliveries grow
+  instead of multiplying and the cost of fan-out stays near the cost of the rows; beyond
+  ``max_queue`` the core conflates
   quotes and turns on back-pressure (the pump stops pulling from the feed until queues drain);
   trades and bars are never dropped;
 * a batching timer cuts streams every ``window_ms`` so a quiet stream still goes out promptly;
@@ -32,7 +40,13 @@ from ray.util import metrics
 
 from engine.feeds.base import Feed, FeedBatch, FeedGap
 from engine.marketdata.mux import MuxCore
-from engine.marketdata.schemas import MarketBatch
+from engine.marketdata.schemas import (
+    INLINE_DELIVERY_BYTES,
+    MarketBatch,
+    delivery_nbytes,
+    encode_delivery,
+    merge_batches,
+)
 
 #: stop retrying a subscriber that stays unavailable after backing off beyond this (seconds)
 _UNAVAILABLE_GIVE_UP_S = 10.0
@@ -88,7 +102,11 @@ class MarketDataMux:
         bars_from: "bars" (the feed replays bars of ``bar_timeframe``) or "trades".
         bar_timeframe: base bar timeframe.
         max_rows, window_ms, max_queue, history: :class:`MuxCore` settings.
-        inflight_limit: calls in flight per subscriber.
+        inflight_limit: batches in flight per subscriber (the most one delivery merges).
+        calls_limit: deliveries (calls) in flight per subscriber; what waits meanwhile is merged
+            into the next one.
+        inline_bytes: deliveries up to this size go as bytes inside the call (0: always through
+            the object store).
     """
 
     def __init__(
@@ -102,7 +120,9 @@ class MarketDataMux:
         window_ms: float = 5.0,
         max_queue: int = 256,
         history: int = 4096,
-        inflight_limit: int = 4,
+        inflight_limit: int = 64,
+        calls_limit: int = 1,
+        inline_bytes: int = INLINE_DELIVERY_BYTES,
     ) -> None:
         self.name = name
         self.symbols = list(symbols)
@@ -119,9 +139,12 @@ class MarketDataMux:
         )
         self.window_s = window_ms / 1000.0
         self.inflight_limit = inflight_limit
+        self.calls_limit = calls_limit
+        self.inline_bytes = inline_bytes
         self.handles: dict[str, Any] = {}
         self.gen: dict[str, int] = {}
-        self._refs: dict[int, tuple[MarketBatch, Any]] = {}
+        self._payloads: dict[tuple[int, ...], tuple[tuple[MarketBatch, ...], Any]] = {}  # single batches
+        self._round_payloads: dict[tuple[int, ...], tuple[tuple[MarketBatch, ...], Any]] = {}  # this round's
         self._pending: set[asyncio.Future[Any]] = set()
         self._round: asyncio.Handle | None = None  # the scheduled delivery round (see _kick)
         self._next_round = 0.0  # event-loop time before which no round starts
@@ -258,7 +281,7 @@ class MarketDataMux:
         A round costs about one Ray call per subscriber with batches (~0.3-0.5 ms each here), so
         rounds are paced: after a round that took ``d`` seconds the next one waits at least ``d``
         (the pump, the timer and the acks go on meanwhile), and whatever each subscriber's queue
-        gathered goes in that round's one call (``on_market_data(gen, *refs)``). Without this every
+        gathered goes in that round's one call (``on_market_data(gen, ref)``). Without this every
         batch cut and every ack started a round, each batch was a call of its own to every
         subscriber, and the mux spent its time submitting calls (fan-out cost grew with
         subscribers × batches, and the feed starved). A light round (few subscribers) rests only
@@ -275,7 +298,8 @@ class MarketDataMux:
             self._round = None
         started = time.perf_counter()
         sent = 0
-        for sub_id, batches in self.core.deliveries(self.inflight_limit):
+        self._round_payloads.clear()
+        for sub_id, batches in self.core.deliveries(self.inflight_limit, self.calls_limit):
             self._send(sub_id, self.gen[sub_id], batches, counted=True)
             sent += 1
         if sent:
@@ -286,30 +310,43 @@ class MarketDataMux:
             depth = self.core.stats().queue_depth
             self._m_queue.set(max(depth.values(), default=0), self._tags)
 
-    def _ref(self, batch: MarketBatch) -> Any:
-        key = id(batch)
-        hit = self._refs.get(key)
-        if hit is not None and hit[0] is batch:
+    def _payload(self, batches: list[MarketBatch]) -> Any:
+        """What one call carries: ``batches`` merged per stream, encoded once for every subscriber
+        with the same pending batches (the same objects in the same order).
+
+        Up to :data:`INLINE_DELIVERY_BYTES` the delivery goes as bytes inside the call (Ray sends
+        small arguments with the task: the receiver skips the object store); bigger ones are put in
+        the object store once and the reference goes to each (resolved zero-copy in the callee). A
+        single batch's payload is kept while the batch may still be handed out; a merged one only
+        for the round, so the store holds a merged copy only while its calls are in flight."""
+        key = tuple(id(b) for b in batches)
+        cache = self._payloads if len(batches) == 1 else self._round_payloads
+        hit = cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], batches, strict=True)):
             return hit[1]
-        ref = ray.put(batch)
-        self._refs[key] = (batch, ref)
-        if len(self._refs) > 4 * self.core.history + 64:
-            for old in list(self._refs)[: len(self._refs) // 2]:
-                del self._refs[old]
-        return ref
+        merged = merge_batches(batches)
+        if delivery_nbytes(merged) <= self.inline_bytes:
+            payload: Any = encode_delivery(merged)
+        else:
+            payload = ray.put(tuple(merged))
+        cache[key] = (tuple(batches), payload)
+        if len(self._payloads) > 256:
+            for old in list(self._payloads)[:128]:
+                del self._payloads[old]
+        return payload
 
     def _send(self, sub_id: str, gen: int, batches: list[MarketBatch], counted: bool) -> None:
-        refs = [self._ref(b) for b in batches]
+        payload = self._payload(batches)
         # submitted here, synchronously: a round's cost is its submissions (see _kick)
-        call = self.handles[sub_id].on_market_data.remote(gen, *refs)
+        call = self.handles[sub_id].on_market_data.remote(gen, payload)
         fut: asyncio.Future[Any] = asyncio.ensure_future(
-            self._settle(sub_id, gen, refs, call, len(batches) if counted else 0)
+            self._settle(sub_id, gen, payload, call, len(batches) if counted else 0)
         )
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
 
-    async def _settle(self, sub_id: str, gen: int, refs: list[Any], call: Any, n: int) -> None:
-        """Deliver ``refs`` to ``sub_id`` and acknowledge them once processed. A subscriber that is
+    async def _settle(self, sub_id: str, gen: int, payload: Any, call: Any, n: int) -> None:
+        """Deliver ``payload`` to ``sub_id`` and acknowledge them once processed. A subscriber that is
         *unavailable* (restarting, or its new life not yet known to this process) gets the same call
         again after a short pause while its subscription is current; one that has *died* is dropped
         (when Ray restarts it, it subscribes again from its checkpoint)."""
@@ -326,7 +363,7 @@ class MarketDataMux:
                 delay *= 2
                 if self.gen.get(sub_id) != gen or sub_id not in self.handles:
                     return
-                call = self.handles[sub_id].on_market_data.remote(gen, *refs)
+                call = self.handles[sub_id].on_market_data.remote(gen, payload)
             except (RayActorError, RayTaskError) as exc:
                 self._drop(sub_id, gen, type(exc).__name__)
                 return
@@ -358,6 +395,7 @@ class MarketDataMux:
             "dead": list(self.dead),
             "done": self.done.is_set(),
             "error": self.error,
+            "cpu_s": time.process_time(),  # this actor's process CPU time (all threads), s
         }
 
     async def ltp(self) -> dict[str, tuple[int, float]]:

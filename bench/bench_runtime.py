@@ -47,15 +47,17 @@ What is measured:
    p50, p99 and max over all batches of all sinks; the offered rate is checked against the achieved one.
 
 Settings. Mux: the actor's defaults (also the shipped runtime's) — ``max_rows`` 4,096 rows per batch,
-``window_ms`` 5, ``inflight_limit`` 4 batches un-acknowledged per subscriber, ``max_queue`` 256 —
-except in the fan-out runs, which use ``max_rows`` 16,384 and ``inflight_limit`` 16 (``--fanout-max-rows``,
-``--fanout-inflight``): at 2M ticks/s a 16,384-row batch is ~8 ms of data, and with 100 subscribers each
-batch costs ~0.2-1 ms of CPU *per subscriber* in Ray's object transport (fetch + call on the subscriber's
-side, submit on the mux's), so the number of batches, not the rows, is what fan-out pays for. Feed:
-``batch_rows`` 4,096; the paced run adds a feed window of 1 ms of wall time (``--feed-window-ms``; event
-window = 1 ms × speed) so the replay hands the mux ~100 rows per ms instead of the one or two rows due
-each time it is asked (which made the mux spin a core on tiny ingests); that wait is inside tick→bot.
-At speed=None batches are cut full; paced at 100k ticks/s they are cut by the 5 ms window.
+``window_ms`` 5, ``calls_limit`` 1 delivery in flight per subscriber (``--calls-limit``), ``inflight_limit``
+64 batches merged into one delivery at most, ``max_queue`` 256, deliveries up to 90,000 bytes sent inline
+with the call (``--inline-bytes``; bigger ones through the object store, put once per round for all
+subscribers with the same pending batches). A call costs about a millisecond of CPU on each side here
+whatever it carries, so under load each subscriber gets fewer, bigger deliveries (everything that
+queued while its previous one was in flight) instead of one call per batch: the number of calls, not
+the rows, is what fan-out pays for. Feed: ``batch_rows`` 4,096; the paced run adds a feed window of 3 ms
+of wall time (``--feed-window-ms``; event window = 3 ms × speed) so the replay hands the mux ~300 rows
+at a time instead of the one or two rows due each time it is asked (which made the mux spin a core on
+tiny ingests); that wait is inside tick→bot. At speed=None batches are cut full; paced at 100k ticks/s
+they are cut by the 5 ms window or at once for an idle subscriber.
 
 The machine is shared: the load average is printed before and after each part; figures taken under
 load are lower (throughput) and longer-tailed (latency) than on an idle machine.
@@ -82,15 +84,15 @@ from actors.mux import MarketDataMux
 from engine.feeds.base import FeedBatch
 from engine.marketdata.bars import ts_ns_array
 from engine.marketdata.mux import MuxCore
-from engine.marketdata.schemas import MarketBatch
+from engine.marketdata.schemas import INLINE_DELIVERY_BYTES, decode_delivery
 
 SYMBOL = "BTCUSDT"
-MUX = {"max_rows": 4096, "window_ms": 5.0, "inflight_limit": 4, "max_queue": 256}
+MUX = {"max_rows": 4096, "window_ms": 5.0, "inflight_limit": 64, "calls_limit": 1, "max_queue": 256}
 FEED_BATCH = 4096
 LATENCY_RATE = 100_000.0  # offered ticks per wall second
 LATENCY_SUBS = (1, 10)  # subscriber counts of the latency runs
-FEED_WINDOW_MS = 1.0  # paced replay: rows are released in windows of this many wall ms
-FANOUT = {"max_rows": 16384, "inflight_limit": 16}
+FEED_WINDOW_MS = 3.0  # paced replay: rows are released in windows of this many wall ms
+FANOUT = {"max_rows": 4096, "inflight_limit": 64}
 
 
 @ray.remote(num_cpus=0)
@@ -107,12 +109,15 @@ class Sink:
         self.first_ts: list[int] = []
         self.ingest: list[int] = []
         self.recv: list[int] = []
+        self.cpu0 = time.process_time()
+        self.handler_cpu = 0.0
         return True
 
-    def on_market_data(self, gen: int, *batches: MarketBatch) -> int:
+    def on_market_data(self, gen: int, payload: Any) -> int:
         now = time.time_ns()
+        c0 = time.thread_time()
         self.calls += 1
-        for b in batches:
+        for b in decode_delivery(payload):
             n = b.table.num_rows
             self.rows += n
             self.batches += 1
@@ -120,6 +125,7 @@ class Sink:
                 self.first_ts.append(b.table.column("ts").chunk(0)[0].value)
                 self.ingest.append(b.ingest_ns)
                 self.recv.append(now)
+        self.handler_cpu += time.thread_time() - c0
         return 0
 
     def result(self) -> dict[str, Any]:
@@ -130,6 +136,8 @@ class Sink:
             "first_ts": np.asarray(self.first_ts, np.int64),
             "ingest": np.asarray(self.ingest, np.int64),
             "recv": np.asarray(self.recv, np.int64),
+            "cpu_s": time.process_time() - self.cpu0,  # the whole process (all threads) since reset()
+            "handler_cpu_s": self.handler_cpu,  # inside on_market_data (after Ray resolved the delivery)
         }
 
 
@@ -334,7 +342,13 @@ def main() -> None:
         default=FEED_WINDOW_MS,
         help="paced replay: feed window in wall ms (event window = this × speed)",
     )
+    parser.add_argument("--calls-limit", type=int, default=MUX["calls_limit"], help="deliveries in flight per subscriber")
+    parser.add_argument(
+        "--inline-bytes", type=int, default=INLINE_DELIVERY_BYTES, help="largest delivery sent inline (0: never)"
+    )
     args = parser.parse_args()
+    MUX["calls_limit"] = args.calls_limit
+    MUX["inline_bytes"] = args.inline_bytes
     only = set(args.only.split(","))
     fanout_options = {"max_rows": args.fanout_max_rows, "inflight_limit": args.fanout_inflight}
     wall = time.perf_counter()
@@ -429,7 +443,7 @@ def main() -> None:
 
 
 def _settings(options: dict[str, Any]) -> str:
-    return f"rows {options['max_rows']}, inflight {options['inflight_limit']}"
+    return f"rows {options['max_rows']}, calls {options.get('calls_limit', MUX['calls_limit'])}"
 
 
 if __name__ == "__main__":

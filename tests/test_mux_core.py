@@ -25,7 +25,15 @@ from engine.data import load_bars, resample
 from engine.errors import ParameterError
 from engine.feeds.base import FeedBatch
 from engine.marketdata.mux import MuxCore
-from engine.marketdata.schemas import END_OF_STREAM, QUOTES_SCHEMA, MarketBatch, stream_timeframe_ns
+from engine.marketdata.schemas import (
+    END_OF_STREAM,
+    QUOTES_SCHEMA,
+    MarketBatch,
+    decode_delivery,
+    encode_delivery,
+    merge_batches,
+    stream_timeframe_ns,
+)
 
 BTC_QUOTES = DATA_DIR / "nautilus_binance_btcusdt_quotes_2021-01-08.parquet"
 EURUSD_TICKS = DATA_DIR / "nautilus_histdata_eurusd_ticks_2020-01.parquet"
@@ -397,3 +405,50 @@ def test_upstream_opened_once_for_many_subscribers() -> None:
     for i in range(0, 20, 2):
         core.unsubscribe(f"bot:{i}")
     assert core.upstream_streams() == {"trades"}
+
+
+def test_calls_limited_deliveries_merge_into_one_batch_per_stream_and_lose_nothing() -> None:
+    """With one call in flight per subscriber, what queues meanwhile goes out as one delivery, merged
+    per stream (rows in order, last seq and watermark, oldest ingest time), and survives the bytes
+    encoding the actor sends inline: every trade and bar arrives once, in order."""
+    trades = merged_trades()
+    core = MuxCore("mux:shard-0", max_rows=300, window_ns=2_000_000, max_queue=10_000)
+    core.subscribe("fast", {"trades", "bars:1m"})
+    core.subscribe("slow", {"trades", "bars:1m"})
+    got: dict[str, list[MarketBatch]] = defaultdict(list)
+    calls: dict[str, int] = defaultdict(int)
+    in_flight: dict[str, tuple[int, int]] = {}  # sub -> (round due, batches)
+    lag = {"fast": 0, "slow": 7}
+    now = 0
+    for rnd, batch in enumerate(itertools.chain(feed(trades, "trades", 3), [None] * 200)):
+        now += 1_000_000
+        if batch is not None:
+            core.ingest(batch, now)
+        core.flush(now, force=batch is None)
+        for sub_id, (due, n) in list(in_flight.items()):
+            if due <= rnd:
+                core.ack(sub_id, n)
+                del in_flight[sub_id]
+        for sub_id, batches in core.deliveries(inflight_limit=64, calls_limit=1):
+            assert sub_id not in in_flight  # never two calls in flight
+            merged = merge_batches(batches)
+            assert len({b.stream for b in merged}) == len(merged)
+            for stream in {b.stream for b in batches}:
+                parts = [b for b in batches if b.stream == stream]
+                m = next(b for b in merged if b.stream == stream)
+                assert (m.seq, m.watermark_ns) == (parts[-1].seq, parts[-1].watermark_ns)
+                assert m.ingest_ns == min(b.ingest_ns for b in parts)
+            got[sub_id].extend(decode_delivery(encode_delivery(merged)))
+            calls[sub_id] += 1
+            in_flight[sub_id] = (rnd + lag[sub_id], len(batches))
+    for sub_id in ("fast", "slow"):
+        streams = by_stream(got[sub_id])
+        assert pa.concat_tables([b.table for b in streams["trades"]]).equals(trades)
+        assert_bars_equal(pa.concat_tables([b.table for b in streams["bars:1m"]]), reference_bars(trades, "1m"))
+        seqs = [b.seq for b in streams["trades"]]
+        assert seqs == sorted(seqs) and seqs[-1] == core.stats().batches_cut["trades"]
+    assert calls["slow"] < calls["fast"]  # the lagging subscriber got fewer, bigger deliveries
+    with pytest.raises(ParameterError, match="calls_limit"):
+        core.deliveries(4, calls_limit=0)
+    with pytest.raises(ParameterError, match="payload"):
+        decode_delivery(b"\x80\x05K\x01.")  # the int 1, not batches
