@@ -93,6 +93,10 @@ class BotActor:
         self.spec = spec
         self.muxes = muxes
         self.recorder = recorder
+        try:  # the M2M aggregator, when the runtime runs one (fills -> legs)
+            self.m2m: Any = ray.get_actor("m2m")
+        except ValueError:
+            self.m2m = None
         self.proxy = _PortfolioProxy(portfolio)
         self.checkpoint_every_s = checkpoint_every_s
         registry = StrategyRegistry([Path(p) for p in strategy_folders or []]).discover()
@@ -281,6 +285,8 @@ class BotActor:
             ]
             self._last_checkpoint = time.monotonic()
         self.recorder.write.remote(rows)
+        if rows["live_fills"] and self.m2m is not None:  # the bot's fills become legs of its strategy's M2M
+            self.m2m.on_fills.remote(self.spec.account_id, self.spec.bot_id, self.spec.bot_id, rows["live_fills"])
         equity = e.equity()
         self._m_equity.set(equity, self._tags)
         view = self.proxy.report(self.spec.name, e.now_ns, equity, e.exposures(), e.drain_events(), e.drain_equity())

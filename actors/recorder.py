@@ -23,6 +23,7 @@ import pyarrow as pa
 import ray
 
 from engine.errors import StoreError
+from engine.store import m2m as m2m_store
 from engine.store.base import open_store
 from engine.store.live import LIVE_TABLES
 
@@ -98,6 +99,24 @@ class Recorder:
         """The latest stored checkpoint of ``bot_id``: (watermark_ns, seq, state), or None."""
         self.flush()
         return self.store.load_checkpoint(bot_id)
+
+    def m2m(self, query: str, **kwargs: Any) -> Any:
+        """Flush, then answer an M2M query of :mod:`engine.store.m2m` on the store: ``"candles"``
+        (:func:`~engine.store.m2m.read_candles`), ``"daily"``, ``"legs"``, ``"exits"``, ``"report"``
+        (:func:`~engine.store.m2m.pnl_report`) or ``"export"`` (:func:`~engine.store.m2m.export_pnl`,
+        files written where this actor runs)."""
+        functions = {
+            "candles": m2m_store.read_candles,
+            "daily": m2m_store.read_daily,
+            "legs": m2m_store.read_legs,
+            "exits": m2m_store.read_exits,
+            "report": m2m_store.pnl_report,
+            "export": m2m_store.export_pnl,
+        }
+        if query not in functions:
+            raise ValueError(f"recorder: unknown M2M query {query!r} (one of {', '.join(functions)})")
+        self.flush()
+        return functions[query](self.store, **kwargs)
 
     def stats(self) -> dict[str, Any]:
         """Rows written per table, flushes, rows buffered."""

@@ -6,7 +6,9 @@ and offers every control operation, each scoped to a trading account:
 * ``recorder`` — the store's one writer (:mod:`actors.recorder`);
 * ``portfolio:<account>`` — allocation, pre-trade checks, equity, breakers (:mod:`actors.portfolio`);
 * ``mux:<symbol>`` (or ``mux:<first>+<n>`` for a shard) — market data (:mod:`actors.mux`);
-* ``bot:<account>/<name>`` — one per bot (:mod:`actors.bot`).
+* ``bot:<account>/<name>`` — one per bot (:mod:`actors.bot`);
+* ``m2m`` — per-strategy real-time M2M of every account: legs, 1-minute M2M candles, daily rows
+  (:mod:`actors.m2m`).
 
 Actors restart when they die (``max_restarts=-1``); a restarted bot rebuilds itself from its last
 checkpoint in the store and asks the multiplexers for what it missed. On start, bots whose stored
@@ -30,6 +32,8 @@ import pyarrow as pa
 import ray
 
 from actors.bot import BotActor
+from actors.m2m import M2MAggregator
+from actors.m2m import instance_row as _instance_row
 from actors.mux import MarketDataMux
 from actors.portfolio import PortfolioActor
 from actors.recorder import Recorder
@@ -78,6 +82,7 @@ class EngineRuntime:
         self.dashboard = dashboard
         self.num_cpus = num_cpus
         self.recorder: Any = None
+        self.m2m: Any = None
         self.portfolios: dict[str, Any] = {}
         self.muxes: dict[str, Any] = {}  # mux name -> handle
         self.mux_of: dict[str, str] = {}  # symbol -> mux name
@@ -100,6 +105,8 @@ class EngineRuntime:
             self._own_ray = True
         self.recorder = Recorder.options(name="recorder", get_if_exists=True).remote(self.db_url)
         ray.get(self.recorder.stats.remote())
+        self.m2m = M2MAggregator.options(name="m2m", get_if_exists=True).remote(self.recorder)
+        ray.get(self.m2m.stats.remote())
         return self
 
     def shutdown(self) -> dict[str, Any]:
@@ -113,12 +120,16 @@ class EngineRuntime:
             ray.get([m.stop.remote() for m in self.muxes.values()])
         if self.portfolios:
             ray.get([p.flush.remote() for p in self.portfolios.values()])
+        if self.m2m is not None:
+            ray.get(self.m2m.drain.remote())
         stats: dict[str, Any] = {}
         if self.recorder is not None:
             ray.get(self.recorder.close.remote())
             stats = ray.get(self.recorder.stats.remote())
-            for handle in [*self.bots.values(), *self.muxes.values(), *self.portfolios.values(), self.recorder]:
+            extra = [self.m2m] if self.m2m is not None else []
+            for handle in [*self.bots.values(), *self.muxes.values(), *self.portfolios.values(), *extra, self.recorder]:
                 ray.kill(handle, no_restart=True)
+        self.m2m = None
         self.bots.clear()
         self.muxes.clear()
         self.portfolios.clear()
@@ -179,6 +190,9 @@ class EngineRuntime:
             "created_at": time.time_ns(),
         }
         ray.get(self.recorder.write_now.remote({"accounts": [row]}))
+        ray.get(self.m2m.open_account.remote(account.id, account.timezone, account.rate))
+        if not account.allocations():  # no bots: legs and M2M only, no portfolio to manage
+            return
         self.portfolios[account.id] = PortfolioActor.options(name=f"portfolio:{account.id}", get_if_exists=True).remote(
             account.id,
             account.capital,
@@ -206,6 +220,7 @@ class EngineRuntime:
         cls = self.registry.get(strategy_type)
         validated = cls.validate_params(params).model_dump(mode="json")
         now = time.time_ns()
+        stored = {r["name"]: r for r in self.list_instances(account_id)}.get(name, {})
         row = {
             "instance_id": f"{account_id}/{name}",
             "account_id": account_id,
@@ -215,8 +230,11 @@ class EngineRuntime:
             "status": "active",
             "created_at": now,
             "updated_at": now,
+            "target_profit": stored.get("target_profit"),
+            "stop_loss": stored.get("stop_loss"),
         }
         ray.get(self.recorder.write_now.remote({"strategy_instances": [row]}))
+        ray.get(self.m2m.create_strategy.remote(account_id, row["instance_id"], name))
         return row
 
     def list_instances(self, account_id: str) -> list[dict[str, Any]]:
@@ -254,6 +272,147 @@ class EngineRuntime:
         row["status"] = "archived"
         row["updated_at"] = time.time_ns()
         ray.get(self.recorder.write_now.remote({"strategy_instances": [row]}))
+
+    # ------------------------------------------------------------------ strategies, legs and M2M
+    def default_strategy(self, account_id: str) -> dict[str, Any]:
+        """The account's default strategy (created with the account; cannot be renamed or archived)."""
+        self._account(account_id)
+        row: dict[str, Any] = ray.get(self.m2m.open_account.remote(account_id, self.accounts[account_id].timezone))
+        return row
+
+    def create_strategy(
+        self,
+        account_id: str,
+        name: str,
+        *,
+        tags: list[str] | None = None,
+        target_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> dict[str, Any]:
+        """A strategy that holds legs entered by hand (type ``manual``, no plugin).
+
+        Raises:
+            ParameterError: unknown account, a name taken, or a bad tag/target/stop (field and rule named).
+        """
+        self._account(account_id)
+        if any(r["name"] == name for r in self.list_instances(account_id)):
+            raise ParameterError("name", f"a strategy named {name!r} exists in account {account_id!r}")
+        instance_id = f"{account_id}/{name}"
+        strategy = ray.get(
+            self.m2m.create_strategy.remote(account_id, instance_id, name, tags, target_profit, stop_loss)
+        )
+        row = _instance_row(strategy)
+        ray.get(self.recorder.write_now.remote({"strategy_instances": [row]}))
+        return row
+
+    def update_strategy(self, account_id: str, strategy: str, **changes: Any) -> dict[str, Any]:
+        """Rename (``name=``), re-tag (``tags=``), set ``target_profit`` / ``stop_loss`` or ``archive=True``.
+
+        Raises:
+            ParameterError: unknown strategy, or a change its rules refuse (the default strategy cannot
+                be renamed or archived; a strategy with open legs cannot be archived).
+        """
+        row = self._instance(account_id, strategy)
+        changed = ray.get(self.m2m.update_strategy.remote(account_id, row["instance_id"], **changes))
+        new = {**row, **_instance_row(changed), "strategy_type": row["strategy_type"], "params": row["params"]}
+        ray.get(self.recorder.write_now.remote({"strategy_instances": [new]}))
+        return new
+
+    def add_leg(self, account_id: str, strategy: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Add a leg by hand to ``strategy`` (its name): ``spec`` holds :class:`engine.m2m.LegSpec`'s
+        fields (symbol, side +1/-1, qty in units, entry_price, and optionally exchange, segment,
+        lot_size, multiplier, option fields, notes). The leg's symbol (and an option's underlying) is
+        marked from its multiplexer, created if needed. Returns the stored leg."""
+        row = self._instance(account_id, strategy)
+        symbols = [spec["symbol"], *([spec["underlying"]] if spec.get("underlying") else [])]
+        self._subscribe_m2m(symbols)
+        leg: dict[str, Any] = ray.get(self.m2m.add_leg.remote(account_id, row["instance_id"], spec))
+        return leg
+
+    def exit_leg(self, account_id: str, leg_id: str, qty: float, price: float) -> list[dict[str, Any]]:
+        """Exit ``qty`` units of a leg at ``price`` (quote currency); realized P&L is booked."""
+        self._account(account_id)
+        exits: list[dict[str, Any]] = ray.get(self.m2m.exit_leg.remote(account_id, leg_id, qty, price))
+        return exits
+
+    def remove_leg(self, account_id: str, leg_id: str) -> dict[str, Any]:
+        """Remove a leg entered by mistake (no exits yet; no P&L booked)."""
+        self._account(account_id)
+        leg: dict[str, Any] = ray.get(self.m2m.remove_leg.remote(account_id, leg_id))
+        return leg
+
+    def close_strategy(
+        self, account_id: str, strategy: str, prices: dict[str, float] | None = None
+    ) -> list[dict[str, Any]]:
+        """Exit every open leg of ``strategy`` at ``prices`` (default: the last prices)."""
+        row = self._instance(account_id, strategy)
+        exits: list[dict[str, Any]] = ray.get(self.m2m.close_strategy.remote(account_id, row["instance_id"], prices))
+        return exits
+
+    def legs(self, account_id: str, strategy: str, open_only: bool = False) -> list[dict[str, Any]]:
+        row = self._instance(account_id, strategy)
+        legs: list[dict[str, Any]] = ray.get(self.m2m.legs.remote(account_id, row["instance_id"], open_only))
+        return legs
+
+    def m2m_marks(self, account_id: str) -> list[dict[str, Any]]:
+        """Current unrealized, realized and total P&L of every strategy of the account."""
+        self._account(account_id)
+        marks: list[dict[str, Any]] = ray.get(self.m2m.marks.remote(account_id))
+        return marks
+
+    def m2m_events(self, account_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Target/stop events of the account's strategies after ``after_seq``."""
+        self._account(account_id)
+        events: list[dict[str, Any]] = ray.get(self.m2m.events.remote(account_id, after_seq))
+        return events
+
+    def m2m_candles(
+        self, account_id: str, strategy: str, interval: str = "1m", start: int | None = None, end: int | None = None
+    ) -> pa.Table:
+        """Stored M2M candles of ``strategy`` ("1m" or the "5m" rollup) in [start, end) ns."""
+        row = self._instance(account_id, strategy)
+        table: pa.Table = ray.get(
+            self.recorder.m2m.remote(
+                "candles",
+                account_id=account_id,
+                instance_id=row["instance_id"],
+                interval=interval,
+                start=start,
+                end=end,
+            )
+        )
+        return table
+
+    def m2m_daily(self, account_id: str, strategy: str) -> pa.Table:
+        """Stored daily performance rows of ``strategy``."""
+        row = self._instance(account_id, strategy)
+        table: pa.Table = ray.get(
+            self.recorder.m2m.remote("daily", account_id=account_id, instance_id=row["instance_id"])
+        )
+        return table
+
+    def export_pnl(
+        self, account_id: str, strategy: str, fmt: str, out: str, start: int | None = None, end: int | None = None
+    ) -> Any:
+        """Write ``strategy``'s P&L report (see :func:`engine.store.m2m.export_pnl`), open legs marked
+        at the aggregator's last prices."""
+        row = self._instance(account_id, strategy)
+        marks = {leg["symbol"]: None for leg in self.legs(account_id, strategy, open_only=True)}
+        last = ray.get(self.m2m.last_prices.remote(sorted(marks)))
+        return ray.get(
+            self.recorder.m2m.remote(
+                "export", account_id=account_id, instance_id=row["instance_id"], fmt=fmt,
+                out_path=str(Path(out).resolve()), start=start, end=end, marks=last,
+            )
+        )  # fmt: skip
+
+    def _subscribe_m2m(self, symbols: list[str]) -> None:
+        """Make sure multiplexers serve ``symbols`` and the aggregator takes their price updates."""
+        self.ensure_muxes(symbols)
+        stream = "trades" if (self.feed or {}).get("stream") == "trades" else f"bars:{self.bar_timeframe}"
+        for mux in sorted({self.mux_of[s] for s in symbols}):
+            served = [s for s, m in self.mux_of.items() if m == mux]
+            ray.get(self.m2m.subscribe_mux.remote(mux, served, stream))
 
     # ------------------------------------------------------------------ bots
     def create_bot(self, spec: BotSpec, feed_paths: dict[str, str | None] | None = None) -> Any:

@@ -342,7 +342,9 @@ def main() -> None:
         default=FEED_WINDOW_MS,
         help="paced replay: feed window in wall ms (event window = this × speed)",
     )
-    parser.add_argument("--calls-limit", type=int, default=MUX["calls_limit"], help="deliveries in flight per subscriber")
+    parser.add_argument(
+        "--calls-limit", type=int, default=MUX["calls_limit"], help="deliveries in flight per subscriber"
+    )
     parser.add_argument(
         "--inline-bytes", type=int, default=INLINE_DELIVERY_BYTES, help="largest delivery sent inline (0: never)"
     )

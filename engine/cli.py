@@ -306,6 +306,9 @@ def build_parser(commands: Sequence[Callable[[Any], None]] = ()) -> argparse.Arg
     from engine.portfolio.cli import add_command as add_backtest_portfolio
 
     add_backtest_portfolio(sub)
+    from engine.m2m.cli import add_commands as add_m2m_commands
+
+    add_m2m_commands(sub)
     for add in commands:
         add(sub)
     return parser

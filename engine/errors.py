@@ -30,6 +30,10 @@ class ParameterError(EngineError, ValueError):
         self.rule = rule
         super().__init__(f"parameter '{field}': {rule}")
 
+    def __reduce__(self) -> tuple[type[ParameterError], tuple[str, str]]:
+        # pickled by its fields (not the message), so it crosses process boundaries (Ray actor calls)
+        return (type(self), (self.field, self.rule))
+
 
 class PluginError(EngineError):
     """A strategy plugin file could not be loaded or failed validation."""

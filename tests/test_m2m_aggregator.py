@@ -488,7 +488,7 @@ def test_target_and_stop_fire_once_per_crossing() -> None:
         ("stop", ts[9], -6.0, -5.0),
     ]
     # an exit that realises the loss keeps the total, so no new event; setting limits re-checks at once
-    book.exit_leg("m1", 1.0, 94.0, 0)
+    book.exit_leg(f"{book.account_id}:m1", 1.0, 94.0, 0)
     assert core.drain().events == []
     book.set_limits("s", 0, target_profit=None, stop_loss=2.0)
     assert [(e.kind, e.total_pnl) for e in core.drain().events] == [("stop", -6.0)]
@@ -601,7 +601,7 @@ def test_rebuilt_from_stored_rows_marks_the_same() -> None:
     book.create_strategy("s", "S", 0)
     book.add_leg("s", LegSpec("X", 1, 3.0, 100.0), 0)
     book.add_leg("s", LegSpec("Y", -1, 2.0, 50.0), 0)
-    book.exit_leg("m1", 1.0, 104.0, 0)
+    book.exit_leg(f"{book.account_id}:m1", 1.0, 104.0, 0)
     core.on_prices(["X", "Y"], [105.0, 48.0], [M, M + 1])
     rows = book.to_rows()
     again = M2MAggregatorCore()

@@ -224,16 +224,16 @@ def test_rows_round_trip_and_integrity_checks() -> None:
     book.add_leg("s1", LegSpec("BTCUSDT", 1, 2.0, 100.0), 10)
     book.apply_fill("s1", "b", BotFill(1, "ETHUSDT", -1, 3.0, 10.0, 11))
     book.apply_fill("s1", "b", BotFill(2, "ETHUSDT", 1, 1.0, 9.0, 12))
-    book.exit_leg("m1", 1.0, 105.0, 13)
+    book.exit_leg(f"{book.account_id}:m1", 1.0, 105.0, 13)
     rows = book.to_rows()
     again = StrategyBook.from_rows("acct-1", rows["strategies"], rows["legs"], rows["exits"])
     assert again.to_rows() == rows
     assert again.fill_seen("b", 1) and again.fill_seen("b", 2)
     assert again.apply_fill("s1", "b", BotFill(2, "ETHUSDT", 1, 1.0, 9.0, 12)).empty
     # new ids continue after the stored ones
-    assert again.exit_leg("m1", 1.0, 106.0, 14).exits[0].exit_id == 3
+    assert again.exit_leg(f"{again.account_id}:m1", 1.0, 106.0, 14).exits[0].exit_id == 3
     again.add_leg("s1", LegSpec("X", 1, 1.0, 1.0), 15)
-    assert again.legs()[-1].leg_id == "m2"
+    assert again.legs()[-1].leg_id == f"{again.account_id}:m2"
     broken = [dict(r) for r in rows["legs"]]
     broken[0]["qty"] = 2.0  # but one unit was exited
     with pytest.raises(M2MError, match="open qty 2 \\+ exited 1 != initial 2"):

@@ -168,7 +168,8 @@ class AccountConfig(_Model):
     name: str | None = None
     capital: float = Field(default=100_000.0, gt=0.0, allow_inf_nan=False)
     base_currency: str = "USDT"
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # IANA zone the account's days close in (M2M daily rows)
+    rate: float = Field(default=0.0, allow_inf_nan=False)  # risk-free rate (fraction/year) of option model marks
     risk: RiskLimits = Field(default_factory=RiskLimits)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     bots: list[BotConfig] = Field(default_factory=list)

@@ -361,9 +361,10 @@ class StrategyBook:
 
     # ------------------------------------------------------------------ legs
     def _new_leg_id(self) -> str:
-        while f"m{self._next_leg_seq}" in self._legs:
+        # "<account>:m<n>": unique across accounts (a stored leg's id is its primary key)
+        while f"{self.account_id}:m{self._next_leg_seq}" in self._legs:
             self._next_leg_seq += 1
-        leg_id = f"m{self._next_leg_seq}"
+        leg_id = f"{self.account_id}:m{self._next_leg_seq}"
         self._next_leg_seq += 1
         return leg_id
 
@@ -372,7 +373,7 @@ class StrategyBook:
         self._by_instance[leg.instance_id].append(leg.leg_id)
 
     def add_leg(self, instance_id: str, spec: LegSpec, ts: int, *, leg_id: str | None = None) -> BookChange:
-        """Open a manual leg in ``instance_id`` at ``ts`` (ns UTC); ``leg_id`` defaults to ``"m<n>"``.
+        """Open a manual leg in ``instance_id`` at ``ts`` (ns UTC); ``leg_id`` defaults to ``"<account>:m<n>"``.
 
         Raises:
             M2MError: a bad spec field (see :meth:`LegSpec.validate`), an archived or unknown strategy,

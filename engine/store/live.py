@@ -667,6 +667,19 @@ LIVE_TABLES: dict[str, LiveTableSpec] = {
             references=(_INSTANCE_REF,),
             rules=(RowRule("min_m2m", "must be <= max_m2m", lambda t: pc.greater(t["min_m2m"], t["max_m2m"])),),
         ),
+        LiveTableSpec(
+            "m2m_checkpoints",
+            _schema(
+                ("account_id", _STR),
+                ("watermark_ns", pa.int64()),
+                ("state", pa.binary()),
+                ("created_at", TS),
+            ),
+            keys=("account_id",),
+            conflict="upsert",
+            non_empty=("account_id",),
+            references=(_ACCOUNT_REF,),
+        ),
     )
 }
 

@@ -128,3 +128,14 @@ CREATE TABLE strategy_performance_daily (
     PRIMARY KEY (instance_id, day),
     CHECK (min_m2m <= max_m2m)
 );
+
+-- The M2M aggregator's state per account (its books, last prices, open candles, day aggregates), written
+-- in the same transaction as the candles it has emitted: a restarted aggregator restores it and asks the
+-- multiplexers to replay from watermark_ns, so the stored candles have no gap and no duplicate. Upserted
+-- (only the latest state of each account is kept).
+CREATE TABLE m2m_checkpoints (
+    account_id   VARCHAR PRIMARY KEY,
+    watermark_ns BIGINT NOT NULL,  -- feed time (ns since the epoch) the state includes
+    state        BLOB NOT NULL,       -- the aggregator's snapshot (JSON, orjson-encoded)
+    created_at   TIMESTAMPTZ NOT NULL
+);

@@ -1,0 +1,529 @@
+"""The M2M aggregator actor (``m2m`` in the dashboard): per-strategy mark-to-market in real time.
+
+It hosts one :class:`engine.m2m.M2MAggregatorCore` per trading account (each account's minute clock is
+its own feed time, so accounts replaying different periods do not disturb each other) and:
+
+* subscribes to the multiplexers of every symbol its legs hold (an option leg's underlying included)
+  and takes **every price update**: each trade of a trades feed, each bar close (at the bar's close
+  time) of a bars feed; the multiplexer's conflated ``ltp`` stream is not used, since a candle's high
+  and low must see every update;
+* applies leg changes: legs added, exited or removed by hand through the runtime, strategies closed,
+  and bots' fills (:meth:`on_fills`, sent by each bot actor with its fills);
+* writes through the recorder, in one ``write`` per delivery (so in one store transaction): the legs,
+  exits, closed 1-minute candles (``strategy_m2m_candles``), daily rows
+  (``strategy_performance_daily``) and, at most every ``checkpoint_interval_s``, the account's snapshot
+  (``m2m_checkpoints``);
+* keeps the target/stop events of every account (:meth:`events`) and reports ``ray.util.metrics``
+  (price updates, leg updates, candles, tick-to-M2M latency, total P&L per strategy).
+
+Restart (``max_restarts=-1``): a new incarnation restores each account from its last checkpoint and
+subscribes again with the checkpoint's watermark; the multiplexers resend the kept batches after it and
+the core skips updates it had processed (per-symbol watermarks), so the candle series has no gap, and
+candles are insert-or-ignore by (strategy, minute), so none is duplicated.
+
+Leg operations apply at the account's current feed time (see :mod:`engine.m2m.aggregator`); a bot's
+fill arrives after the prices it traded on, so its leg starts in the minute the aggregator is in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import ray
+from ray.util import metrics
+
+from engine.errors import ParameterError
+from engine.m2m import BookChange, BotFill, LegSpec, M2MAggregatorCore, M2MEvent, M2MOutput
+from engine.marketdata.bars import float_array, ts_ns_array
+from engine.marketdata.schemas import (
+    BARS_PREFIX,
+    END_OF_STREAM,
+    TRADES,
+    MarketBatch,
+    decode_delivery,
+    stream_timeframe_ns,
+)
+from engine.timeframes import NS_PER_DAY
+
+DEFAULT_STRATEGY_TYPE = "manual"
+
+
+def change_rows(change: BookChange) -> dict[str, list[dict[str, Any]]]:
+    """The store rows (``strategy_legs``, ``strategy_leg_exits``) of one book change."""
+    legs = {leg.leg_id: leg for leg in change.legs}
+    out: dict[str, list[dict[str, Any]]] = {"strategy_legs": [], "strategy_leg_exits": []}
+    for leg in change.legs:
+        out["strategy_legs"].append(leg.to_row())
+    for ex in change.exits:
+        owner = legs.get(ex.leg_id)
+        if owner is None:
+            raise ParameterError("exits", f"exit {ex.exit_id} of leg {ex.leg_id!r} without the leg's state")
+        out["strategy_leg_exits"].append(
+            {**ex.to_row(), "account_id": owner.account_id, "instance_id": owner.instance_id}
+        )
+    return out
+
+
+def instance_row(
+    strategy: dict[str, Any], strategy_type: str = DEFAULT_STRATEGY_TYPE, params: str = "{}"
+) -> dict[str, Any]:
+    """A ``strategy_instances`` row for a strategy of the book (``Strategy.to_row()``), a legs container."""
+    return {
+        "instance_id": strategy["instance_id"],
+        "account_id": strategy["account_id"],
+        "name": strategy["name"],
+        "strategy_type": strategy_type,
+        "params": params,
+        "status": strategy["status"],
+        "created_at": strategy["created_ts"] or time.time_ns(),
+        "updated_at": strategy["updated_ts"] or time.time_ns(),
+        "is_default": strategy["is_default"],
+        "tags": orjson.dumps(list(strategy["tags"])).decode(),
+        "target_profit": strategy["target_profit"],
+        "stop_loss": strategy["stop_loss"],
+    }
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class M2MAggregator:
+    """See the module docstring.
+
+    Args:
+        recorder: the recorder actor (writes and checkpoint reads).
+        checkpoint_interval_s: wall seconds between an account's checkpoints (0: after every delivery).
+        events_kept: events kept for :meth:`events`.
+    """
+
+    def __init__(self, recorder: Any, checkpoint_interval_s: float = 1.0, events_kept: int = 10_000) -> None:
+        self.recorder = recorder
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.cores: dict[str, M2MAggregatorCore] = {}
+        self.zones: dict[str, str] = {}
+        self.routes: dict[str, set[str]] = {}  # symbol -> accounts holding it
+        self.muxes: dict[str, Any] = {}  # mux name -> handle
+        self.streams: dict[str, str] = {}  # mux name -> the stream taken (trades or bars:<tf>)
+        self.mux_symbols: dict[str, set[str]] = {}
+        self.gens: dict[str, int] = {}
+        self.bounds: dict[str, int] = {}  # per mux: updates with ts below it are complete
+        self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # updates waiting for the watermarks
+        self._touched: set[str] = set()
+        self._last_checkpoint: dict[str, float] = {}
+        self._events: deque[dict[str, Any]] = deque(maxlen=events_kept)
+        self._event_seq = 0
+        self.price_updates = 0
+        self.deliveries = 0
+        self.candles = 0
+        self.errors: list[str] = []
+        tags = ("account",)
+        self._m_updates = metrics.Counter("m2m_price_updates", "price updates into the M2M aggregator", tags)
+        self._m_legs = metrics.Counter("m2m_leg_updates", "legs re-marked by price updates", tags)
+        self._m_candles = metrics.Counter("m2m_candles", "1-minute M2M candles closed", tags)
+        self._m_latency = metrics.Histogram(
+            "m2m_tick_latency_ms", "oldest tick of a delivery entering the mux -> M2M updated, ms",
+            [1, 2, 5, 10, 20, 50, 100, 500], ("mux",),
+        )  # fmt: skip
+        self._m_total = metrics.Gauge("m2m_total_pnl", "strategy total P&L (realized + M2M)", ("account", "strategy"))
+        restored = self._restore_all()
+        if restored:
+            ray.get_runtime_context().current_actor.resubscribe.remote()
+
+    # ------------------------------------------------------------------ accounts
+    def _restore_all(self) -> int:
+        rows = ray.get(self.recorder.read.remote("m2m_checkpoints")).to_pylist()
+        for row in rows:
+            state = orjson.loads(bytes(row["state"]))
+            core = M2MAggregatorCore.restore(state["core"])
+            account_id = row["account_id"]
+            self.cores[account_id] = core
+            self.zones[account_id] = state.get("timezone", "UTC")
+            for mux, info in state.get("muxes", {}).items():
+                self.muxes[mux] = ray.get_actor(mux)
+                self.streams[mux] = info["stream"]
+                self.mux_symbols.setdefault(mux, set()).update(info["symbols"])
+            self._route(account_id)
+        return len(rows)
+
+    def open_account(self, account_id: str, timezone: str = "UTC", rate: float = 0.0, ts: int = 0) -> dict[str, Any]:
+        """Serve ``account_id`` (idempotent): a new account gets its book with the default strategy,
+        whose ``strategy_instances`` row is written at once. Returns the default strategy's row."""
+        if account_id not in self.cores:
+            core = M2MAggregatorCore()
+            book = core.add_account(account_id, timezone, rate=rate, ts=ts or time.time_ns())
+            self.cores[account_id] = core
+            self.zones[account_id] = timezone
+            default = next(s for s in book.strategies() if s.is_default)
+            ray.get(self.recorder.write_now.remote({"strategy_instances": [instance_row(default.to_row())]}))
+            self._checkpoint(account_id, force=True)
+        book = self.cores[account_id].book(account_id)
+        return instance_row(next(s for s in book.strategies() if s.is_default).to_row())
+
+    def _core(self, account_id: str) -> M2MAggregatorCore:
+        core = self.cores.get(account_id)
+        if core is None:
+            raise ParameterError("account_id", f"unknown trading account {account_id!r}")
+        return core
+
+    def _route(self, account_id: str) -> None:
+        book = self.cores[account_id].book(account_id)
+        for leg in book.legs(open_only=True):
+            for symbol in (leg.symbol, leg.underlying):
+                if symbol:
+                    self.routes.setdefault(symbol, set()).add(account_id)
+
+    # ------------------------------------------------------------------ strategies and legs
+    def create_strategy(
+        self,
+        account_id: str,
+        instance_id: str,
+        name: str,
+        tags: list[str] | None = None,
+        target_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> dict[str, Any]:
+        """Mirror a strategy instance in the account's book (idempotent; the runtime stores its row)."""
+        book = self._core(account_id).book(account_id)
+        if not book.has_strategy(instance_id):
+            book.create_strategy(
+                instance_id, name, time.time_ns(), tags=tags or [], target_profit=target_profit, stop_loss=stop_loss
+            )
+            self._checkpoint(account_id, force=True)
+        return book.strategy(instance_id).to_row()
+
+    def update_strategy(self, account_id: str, instance_id: str, **changes: Any) -> dict[str, Any]:
+        """Rename, re-tag, set target/stop or archive a strategy (the book's rules apply: the default
+        strategy cannot be renamed or archived). Returns the instance row to store."""
+        book = self._core(account_id).book(account_id)
+        now = time.time_ns()
+        if "name" in changes:
+            book.rename_strategy(instance_id, changes["name"], now)
+        if "tags" in changes:
+            book.set_tags(instance_id, changes["tags"], now)
+        if "target_profit" in changes or "stop_loss" in changes:
+            current = book.strategy(instance_id)
+            book.set_limits(
+                instance_id,
+                now,
+                target_profit=changes.get("target_profit", current.target_profit),
+                stop_loss=changes.get("stop_loss", current.stop_loss),
+            )
+        if changes.get("archive"):
+            book.archive_strategy(instance_id, now)
+        self._checkpoint(account_id, force=True)
+        return book.strategy(instance_id).to_row()
+
+    def add_leg(
+        self, account_id: str, instance_id: str, spec: dict[str, Any], leg_id: str | None = None
+    ) -> dict[str, Any]:
+        """Add a manual leg (``spec``: the fields of :class:`engine.m2m.LegSpec`). Returns the leg."""
+        book = self._core(account_id).book(account_id)
+        change = book.add_leg(instance_id, LegSpec(**spec), time.time_ns(), leg_id=leg_id)
+        self._after_change(account_id, change)
+        return change.legs[0].to_row()
+
+    def exit_leg(self, account_id: str, leg_id: str, qty: float, price: float) -> list[dict[str, Any]]:
+        """Exit ``qty`` units of a leg at ``price`` (realized P&L booked). Returns the exits."""
+        book = self._core(account_id).book(account_id)
+        change = book.exit_leg(leg_id, qty, price, time.time_ns())
+        self._after_change(account_id, change)
+        return [e.to_row() for e in change.exits]
+
+    def remove_leg(self, account_id: str, leg_id: str) -> dict[str, Any]:
+        """Remove a leg entered by mistake (no P&L booked)."""
+        book = self._core(account_id).book(account_id)
+        change = book.remove_leg(leg_id, time.time_ns())
+        self._after_change(account_id, change)
+        return change.legs[0].to_row()
+
+    def close_strategy(
+        self, account_id: str, instance_id: str, prices: dict[str, float] | None = None
+    ) -> list[dict[str, Any]]:
+        """Exit every open leg of a strategy at ``prices`` (default: the last prices seen)."""
+        core = self._core(account_id)
+        book = core.book(account_id)
+        marks = dict(prices or {})
+        for leg in book.open_legs(instance_id):
+            if leg.symbol not in marks:
+                last = core.last_price(leg.symbol)
+                if last is None:
+                    raise ParameterError("prices", f"no price for {leg.symbol!r}: pass one to close the strategy")
+                marks[leg.symbol] = last
+        change = book.close_strategy(instance_id, marks, time.time_ns())
+        self._after_change(account_id, change)
+        return [e.to_row() for e in change.exits]
+
+    def on_fills(self, account_id: str, instance_id: str, bot_id: str, fills: list[dict[str, Any]]) -> int:
+        """A bot's fills (``live_fills`` rows) become legs of its strategy instance: a fill opposite
+        to the bot's open legs on the symbol exits them first in, first out; the rest opens a leg.
+        Fills seen before are ignored (a restarted bot resends). Returns the legs changed."""
+        core = self.cores.get(account_id)
+        if core is None:
+            return 0
+        book = core.book(account_id)
+        if not book.has_strategy(instance_id):
+            return 0
+        changed = 0
+        for f in fills:
+            fill = BotFill(
+                fill_id=int(f["fill_id"]), symbol=f["symbol"], side=int(f["side"]), qty=float(f["qty"]),
+                price=float(f["price"]), ts=int(f["ts"]),
+            )  # fmt: skip
+            change = book.apply_fill(instance_id, bot_id, fill)
+            if not change.empty:
+                changed += len(change.legs)
+                self._after_change(account_id, change, checkpoint=False)
+        self._checkpoint(account_id)
+        return changed
+
+    def _after_change(self, account_id: str, change: BookChange, checkpoint: bool = True) -> None:
+        if change.empty:
+            return
+        self._route(account_id)
+        rows = change_rows(change)
+        self.recorder.write.remote(rows)
+        missing = {leg.symbol for leg in change.legs} | {leg.underlying for leg in change.legs if leg.underlying}
+        self._ensure_subscribed(sorted(s for s in missing if s))
+        if checkpoint:
+            self._checkpoint(account_id, force=True)
+
+    # ------------------------------------------------------------------ market data
+    def subscribe_mux(self, mux_name: str, symbols: list[str], stream: str) -> None:
+        """Take ``stream`` ("trades" or "bars:<tf>") of ``symbols`` from the multiplexer ``mux_name``."""
+        if stream != TRADES and not stream.startswith(BARS_PREFIX):
+            raise ParameterError("stream", f"the M2M aggregator takes trades or bars, got {stream!r}")
+        self.muxes[mux_name] = ray.get_actor(mux_name)
+        self.streams[mux_name] = stream
+        self.mux_symbols.setdefault(mux_name, set()).update(symbols)
+        self._subscribe(mux_name, since_ns=None)
+
+    def _ensure_subscribed(self, symbols: list[str]) -> None:
+        served = set().union(*self.mux_symbols.values()) if self.mux_symbols else set()
+        for symbol in symbols:
+            if symbol not in served:
+                self.errors = [*self.errors[-19:], f"no multiplexer subscribed for {symbol!r} (call subscribe_mux)"]
+
+    def _subscribe(self, mux_name: str, since_ns: int | None) -> None:
+        handle = ray.get_runtime_context().current_actor
+        mux = self.muxes[mux_name]
+        self.gens[mux_name] = ray.get(
+            mux.subscribe.remote("m2m", handle, [self.streams[mux_name]], sorted(self.mux_symbols[mux_name]), since_ns)
+        )
+
+    def resubscribe(self) -> None:
+        """After a restart: subscribe again from the oldest account watermark (kept batches after it
+        are resent; updates already processed are skipped by each account's core)."""
+        marks = [c.watermark for c in self.cores.values() if c.watermark is not None]
+        since = min(marks) - 1 if marks else None
+        for mux_name in list(self.muxes):
+            self._subscribe(mux_name, since)
+
+    def on_market_data(self, gen: int, payload: Any) -> int:
+        """One delivery from a multiplexer. Price updates are merged across multiplexers by watermark:
+        they wait until every subscribed multiplexer's watermark has passed them, then go, in time
+        order, to every account holding their symbols (so a candle sees its minute's updates of all
+        feeds, whatever order the deliveries arrive in); the released watermark closes minutes.
+        Closed candles, daily rows and (when due) checkpoints go to the recorder in one write.
+        Returns the price updates released."""
+        for b in decode_delivery(payload):
+            if self.gens.get(b.source) != gen:
+                continue
+            symbols, prices, ts = _price_updates(b)
+            if len(ts):
+                self._buf.append((symbols, prices, ts))
+                self._m_latency.observe((time.time_ns() - b.ingest_ns) / 1e6, {"mux": b.source})
+            wm = b.watermark_ns
+            bound = END_OF_STREAM if wm >= END_OF_STREAM else (wm if b.stream == TRADES else wm + 1)
+            self.bounds[b.source] = max(self.bounds.get(b.source, 0), bound)
+        self.deliveries += 1
+        safe = min((self.bounds.get(m, 0) for m in self.muxes), default=0)
+        out_rows: dict[str, list[dict[str, Any]]] = {}
+        updates = self._release(safe, out_rows)
+        if updates:
+            for account_id in sorted(self._touched):
+                cp = self._checkpoint_row(account_id)
+                if cp is not None:
+                    out_rows.setdefault("m2m_checkpoints", []).append(cp)
+            self._touched.clear()
+        if any(out_rows.values()):
+            self.recorder.write.remote(out_rows)
+        return updates
+
+    def _release(self, safe: int, out_rows: dict[str, list[dict[str, Any]]]) -> int:
+        """Process the buffered updates with ts < ``safe`` in time order; close minutes before it."""
+        released = 0
+        if self._buf:
+            symbols = np.concatenate([u[0] for u in self._buf])
+            prices = np.concatenate([u[1] for u in self._buf])
+            ts = np.concatenate([u[2] for u in self._buf])
+            ready = ts < safe
+            keep = ~ready
+            self._buf = [(symbols[keep], prices[keep], ts[keep])] if keep.any() else []
+            symbols, prices, ts = symbols[ready], prices[ready], ts[ready]
+            # time order, then symbol: the M2M path inside a minute does not depend on which
+            # multiplexer's delivery came first (same-ts updates of two feeds)
+            order = np.lexsort((symbols.astype(str), ts))
+            symbols, prices, ts = symbols[order], prices[order], ts[order]
+            released = len(ts)
+            if released:
+                present = set(symbols.tolist())
+                for account_id in sorted(set().union(*(self.routes.get(x, set()) for x in present))):
+                    core = self.cores[account_id]
+                    mask = np.isin(symbols, list(_held(core, account_id)))
+                    if mask.any():
+                        before = core.leg_updates
+                        self._collect(account_id, core.on_prices(symbols[mask], prices[mask], ts[mask]), out_rows)
+                        self._m_legs.inc(core.leg_updates - before, {"account": account_id})
+                        self._m_updates.inc(int(mask.sum()), {"account": account_id})
+                        self._touched.add(account_id)
+                self.price_updates += released
+        if 0 < safe < END_OF_STREAM:
+            for account_id, core in self.cores.items():
+                if core.watermark is not None and core.minute is not None:
+                    self._collect(account_id, core.close_until(safe), out_rows)
+        return released
+
+    def _collect(self, account_id: str, out: M2MOutput, rows: dict[str, list[dict[str, Any]]]) -> None:
+        if out.candles.num_rows:
+            rows.setdefault("strategy_m2m_candles", []).extend(out.candles.to_pylist())
+            self.candles += out.candles.num_rows
+            self._m_candles.inc(out.candles.num_rows, {"account": account_id})
+            last = out.candles.to_pylist()
+            for c in last[-min(len(last), 64) :]:
+                self._m_total.set(c["total_pnl"], {"account": account_id, "strategy": c["instance_id"]})
+        if out.daily.num_rows:
+            now = time.time_ns()
+            rows.setdefault("strategy_performance_daily", []).extend(
+                {**r, "updated_at": now} for r in out.daily.to_pylist()
+            )
+        for ev in out.events:
+            self._event(ev)
+
+    def _event(self, ev: M2MEvent) -> None:
+        self._event_seq += 1
+        self._events.append({"seq": self._event_seq, **_event_row(ev)})
+
+    def drain(self) -> dict[str, int]:
+        """End of a session: release what still waits for a watermark, checkpoint every account (the
+        state at its last update, which a resumed session restores), then close each account's open
+        minute and day and write the candles and daily rows they emit (a resumed session's later rows
+        of the same day replace that daily row: it is an upsert by newer ``updated_at``)."""
+        rows: dict[str, list[dict[str, Any]]] = {}
+        self._release(END_OF_STREAM, rows)
+        for account_id, core in self.cores.items():
+            cp = self._checkpoint_row(account_id, force=True)
+            if cp is not None:
+                rows.setdefault("m2m_checkpoints", []).append(cp)
+            if core.watermark is not None:
+                self._collect(account_id, core.close_until(core.watermark + 2 * NS_PER_DAY), rows)
+        if any(rows.values()):
+            ray.get(self.recorder.write_now.remote(rows))
+        return {k: len(v) for k, v in rows.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_row(self, account_id: str, force: bool = False) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if not force and now - self._last_checkpoint.get(account_id, 0.0) < self.checkpoint_interval_s:
+            return None
+        self._last_checkpoint[account_id] = now
+        core = self.cores[account_id]
+        muxes = {
+            name: {"stream": self.streams[name], "symbols": sorted(self.mux_symbols.get(name, ()))}
+            for name in self.muxes
+        }
+        state = {"core": core.snapshot(), "timezone": self.zones.get(account_id, "UTC"), "muxes": muxes}
+        return {
+            "account_id": account_id,
+            "watermark_ns": core.watermark if core.watermark is not None else 0,
+            "state": orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY),
+            "created_at": time.time_ns(),
+        }
+
+    def _checkpoint(self, account_id: str, force: bool = False) -> None:
+        row = self._checkpoint_row(account_id, force)
+        if row is not None:
+            self.recorder.write.remote({"m2m_checkpoints": [row]})
+
+    # ------------------------------------------------------------------ queries
+    def marks(self, account_id: str) -> list[dict[str, Any]]:
+        """Current unrealized, realized and total P&L of every strategy of the account."""
+        table: pa.Table = self._core(account_id).marks()
+        return [r for r in table.to_pylist() if r["account_id"] == account_id]
+
+    def last_prices(self, symbols: list[str]) -> dict[str, float]:
+        """The last price seen of each of ``symbols`` (by any account's core; symbols never priced left out)."""
+        out: dict[str, float] = {}
+        for core in self.cores.values():
+            for s in symbols:
+                p = core.last_price(s)
+                if p is not None:
+                    out[s] = p
+        return out
+
+    def legs(self, account_id: str, instance_id: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+        book = self._core(account_id).book(account_id)
+        if instance_id is not None:
+            book.strategy(instance_id)  # unknown (or another account's): refused
+        return [leg.to_row() for leg in book.legs(instance_id, open_only=open_only)]
+
+    def events(self, account_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Target/stop events of the account after ``after_seq``."""
+        self._core(account_id)
+        return [e for e in self._events if e["seq"] > after_seq and e["account_id"] == account_id]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "accounts": sorted(self.cores),
+            "muxes": sorted(self.muxes),
+            "deliveries": self.deliveries,
+            "price_updates": self.price_updates,
+            "leg_updates": sum(c.leg_updates for c in self.cores.values()),
+            "candles": self.candles,
+            "events": self._event_seq,
+            "watermarks": {a: c.watermark for a, c in self.cores.items()},
+            "errors": list(self.errors),
+        }
+
+
+def _held(core: M2MAggregatorCore, account_id: str) -> set[str]:
+    book = core.book(account_id)
+    held: set[str] = set()
+    for leg in book.legs(open_only=True):
+        held.add(leg.symbol)
+        if leg.underlying:
+            held.add(leg.underlying)
+    return held
+
+
+def _price_updates(b: MarketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(symbols, prices, ts ns) of a trades batch (every trade) or a bars batch (each close, at the
+    bar's close time), in time order."""
+    t = b.table
+    if t.num_rows == 0:
+        return np.array([], dtype=object), np.array([], dtype=np.float64), np.array([], dtype=np.int64)
+    symbols = np.asarray(t.column("symbol").to_pylist(), dtype=object)
+    ts = ts_ns_array(t["ts"])
+    if b.stream == TRADES:
+        prices = float_array(t["price"])
+    else:
+        prices = float_array(t["close"])
+        ts = ts + stream_timeframe_ns(b.stream)
+    order = np.argsort(ts, kind="stable")
+    return symbols[order], prices[order], ts[order]
+
+
+def _event_row(ev: M2MEvent) -> dict[str, Any]:
+    return {
+        "account_id": ev.account_id,
+        "instance_id": ev.instance_id,
+        "kind": ev.kind,
+        "ts": ev.ts,
+        "total_pnl": ev.total_pnl,
+        "threshold": ev.threshold,
+    }
+
+
+__all__ = ["M2MAggregator", "change_rows", "instance_row"]
