@@ -9,10 +9,10 @@ its own feed time, so accounts replaying different periods do not disturb each o
   and low must see every update;
 * applies leg changes: legs added, exited or removed by hand through the runtime, strategies closed,
   and bots' fills (:meth:`on_fills`, sent by each bot actor with its fills);
-* writes through the recorder, in one ``write`` per delivery (so in one store transaction): the legs,
-  exits, closed 1-minute candles (``strategy_m2m_candles``), daily rows
-  (``strategy_performance_daily``) and, at most every ``checkpoint_interval_s``, the account's snapshot
-  (``m2m_checkpoints``);
+* writes through the recorder the legs, exits, closed 1-minute candles (``strategy_m2m_candles``)
+  and daily rows (``strategy_performance_daily``), gathered and sent at most every
+  ``checkpoint_interval_s`` (at once after a leg change) together with every account's snapshot
+  (``m2m_checkpoints``), in one call and so one store transaction;
 * keeps the target/stop events of every account (:meth:`events`) and reports ``ray.util.metrics``
   (price updates, leg updates, candles, tick-to-M2M latency, total P&L per strategy).
 
@@ -110,9 +110,10 @@ class M2MAggregator:
         self.mux_symbols: dict[str, set[str]] = {}
         self.gens: dict[str, int] = {}
         self.bounds: dict[str, int] = {}  # per mux: updates with ts below it are complete
-        self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # updates waiting for the watermarks
-        self._touched: set[str] = set()
-        self._last_checkpoint: dict[str, float] = {}
+        # per account: price updates waiting for the watermarks of the account's multiplexers
+        self._buf: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._rows: dict[str, list[dict[str, Any]]] = {}  # rows waiting for the next checkpoint (see _flush)
+        self._last_flush = 0.0
         self._events: deque[dict[str, Any]] = deque(maxlen=events_kept)
         self._event_seq = 0
         self.price_updates = 0
@@ -158,7 +159,7 @@ class M2MAggregator:
             self.zones[account_id] = timezone
             default = next(s for s in book.strategies() if s.is_default)
             ray.get(self.recorder.write_now.remote({"strategy_instances": [instance_row(default.to_row())]}))
-            self._checkpoint(account_id, force=True)
+            self._flush(force=True)
         book = self.cores[account_id].book(account_id)
         return instance_row(next(s for s in book.strategies() if s.is_default).to_row())
 
@@ -191,7 +192,7 @@ class M2MAggregator:
             book.create_strategy(
                 instance_id, name, time.time_ns(), tags=tags or [], target_profit=target_profit, stop_loss=stop_loss
             )
-            self._checkpoint(account_id, force=True)
+            self._flush(force=True)
         return book.strategy(instance_id).to_row()
 
     def update_strategy(self, account_id: str, instance_id: str, **changes: Any) -> dict[str, Any]:
@@ -213,7 +214,7 @@ class M2MAggregator:
             )
         if changes.get("archive"):
             book.archive_strategy(instance_id, now)
-        self._checkpoint(account_id, force=True)
+        self._flush(force=True)
         return book.strategy(instance_id).to_row()
 
     def add_leg(
@@ -275,20 +276,19 @@ class M2MAggregator:
             change = book.apply_fill(instance_id, bot_id, fill)
             if not change.empty:
                 changed += len(change.legs)
-                self._after_change(account_id, change, checkpoint=False)
-        self._checkpoint(account_id)
+                self._after_change(account_id, change, flush=False)
+        self._flush()
         return changed
 
-    def _after_change(self, account_id: str, change: BookChange, checkpoint: bool = True) -> None:
+    def _after_change(self, account_id: str, change: BookChange, flush: bool = True) -> None:
         if change.empty:
             return
         self._route(account_id)
-        rows = change_rows(change)
-        self.recorder.write.remote(rows)
+        self._add_rows(change_rows(change))
         missing = {leg.symbol for leg in change.legs} | {leg.underlying for leg in change.legs if leg.underlying}
         self._ensure_subscribed(sorted(s for s in missing if s))
-        if checkpoint:
-            self._checkpoint(account_id, force=True)
+        if flush:
+            self._flush(force=True)
 
     # ------------------------------------------------------------------ market data
     def subscribe_mux(self, mux_name: str, symbols: list[str], stream: str) -> None:
@@ -316,16 +316,18 @@ class M2MAggregator:
     def resubscribe(self) -> None:
         """After a restart: subscribe again from the oldest account watermark (kept batches after it
         are resent; updates already processed are skipped by each account's core)."""
-        marks = [c.watermark for c in self.cores.values() if c.watermark is not None]
+        # an account that had processed nothing yet needs everything the multiplexers kept (since 0)
+        marks = [c.watermark if c.watermark is not None else 1 for c in self.cores.values()]
         since = min(marks) - 1 if marks else None
         for mux_name in list(self.muxes):
             self._subscribe(mux_name, since)
 
     def on_market_data(self, gen: int, payload: Any) -> int:
-        """One delivery from a multiplexer. Price updates are merged across multiplexers by watermark:
-        they wait until every subscribed multiplexer's watermark has passed them, then go, in time
-        order, to every account holding their symbols (so a candle sees its minute's updates of all
-        feeds, whatever order the deliveries arrive in); the released watermark closes minutes.
+        """One delivery from a multiplexer. Price updates are merged across multiplexers by watermark,
+        per account: an account's updates wait until every multiplexer of its symbols has passed them,
+        then go to its core in time order (same-ts updates by symbol), so a candle sees its minute's
+        updates of all feeds whatever order the deliveries arrive in; the released watermark closes
+        the account's minutes. Accounts on different feeds (and periods) do not wait for each other.
         Closed candles, daily rows and (when due) checkpoints go to the recorder in one write.
         Returns the price updates released."""
         for b in decode_delivery(payload):
@@ -333,57 +335,55 @@ class M2MAggregator:
                 continue
             symbols, prices, ts = _price_updates(b)
             if len(ts):
-                self._buf.append((symbols, prices, ts))
+                present = set(symbols.tolist())
+                for account_id in set().union(*(self.routes.get(x, set()) for x in present)):
+                    mask = np.isin(symbols, list(_held(self.cores[account_id], account_id)))
+                    if mask.any():
+                        self._buf.setdefault(account_id, []).append((symbols[mask], prices[mask], ts[mask]))
                 self._m_latency.observe((time.time_ns() - b.ingest_ns) / 1e6, {"mux": b.source})
             wm = b.watermark_ns
             bound = END_OF_STREAM if wm >= END_OF_STREAM else (wm if b.stream == TRADES else wm + 1)
             self.bounds[b.source] = max(self.bounds.get(b.source, 0), bound)
         self.deliveries += 1
-        safe = min((self.bounds.get(m, 0) for m in self.muxes), default=0)
-        out_rows: dict[str, list[dict[str, Any]]] = {}
-        updates = self._release(safe, out_rows)
-        if updates:
-            for account_id in sorted(self._touched):
-                cp = self._checkpoint_row(account_id)
-                if cp is not None:
-                    out_rows.setdefault("m2m_checkpoints", []).append(cp)
-            self._touched.clear()
-        if any(out_rows.values()):
-            self.recorder.write.remote(out_rows)
+        updates = 0
+        for account_id in sorted(self.cores):
+            updates += self._release(account_id, self._safe(account_id), self._rows)
+        self._flush()
         return updates
 
-    def _release(self, safe: int, out_rows: dict[str, list[dict[str, Any]]]) -> int:
-        """Process the buffered updates with ts < ``safe`` in time order; close minutes before it."""
+    def _safe(self, account_id: str) -> int:
+        """Feed time below which the account's updates are complete: the smallest bound of the
+        multiplexers serving its symbols (0 while one has not reported)."""
+        held = _held(self.cores[account_id], account_id)
+        feeds = [name for name, symbols in self.mux_symbols.items() if symbols & held]
+        return min((self.bounds.get(name, 0) for name in feeds), default=0)
+
+    def _release(self, account_id: str, safe: int, out_rows: dict[str, list[dict[str, Any]]]) -> int:
+        """Process the account's buffered updates with ts < ``safe`` in time order; close its minutes
+        before ``safe``. Returns the updates processed."""
+        core = self.cores[account_id]
         released = 0
-        if self._buf:
-            symbols = np.concatenate([u[0] for u in self._buf])
-            prices = np.concatenate([u[1] for u in self._buf])
-            ts = np.concatenate([u[2] for u in self._buf])
+        buf = self._buf.get(account_id)
+        if buf:
+            symbols = np.concatenate([u[0] for u in buf])
+            prices = np.concatenate([u[1] for u in buf])
+            ts = np.concatenate([u[2] for u in buf])
             ready = ts < safe
             keep = ~ready
-            self._buf = [(symbols[keep], prices[keep], ts[keep])] if keep.any() else []
-            symbols, prices, ts = symbols[ready], prices[ready], ts[ready]
-            # time order, then symbol: the M2M path inside a minute does not depend on which
-            # multiplexer's delivery came first (same-ts updates of two feeds)
-            order = np.lexsort((symbols.astype(str), ts))
-            symbols, prices, ts = symbols[order], prices[order], ts[order]
-            released = len(ts)
-            if released:
-                present = set(symbols.tolist())
-                for account_id in sorted(set().union(*(self.routes.get(x, set()) for x in present))):
-                    core = self.cores[account_id]
-                    mask = np.isin(symbols, list(_held(core, account_id)))
-                    if mask.any():
-                        before = core.leg_updates
-                        self._collect(account_id, core.on_prices(symbols[mask], prices[mask], ts[mask]), out_rows)
-                        self._m_legs.inc(core.leg_updates - before, {"account": account_id})
-                        self._m_updates.inc(int(mask.sum()), {"account": account_id})
-                        self._touched.add(account_id)
+            self._buf[account_id] = [(symbols[keep], prices[keep], ts[keep])] if keep.any() else []
+            if ready.any():
+                symbols, prices, ts = symbols[ready], prices[ready], ts[ready]
+                # time order, then symbol: the M2M path inside a minute does not depend on which
+                # multiplexer's delivery came first (same-ts updates of two feeds)
+                order = np.lexsort((symbols.astype(str), ts))
+                before = core.leg_updates
+                self._collect(account_id, core.on_prices(symbols[order], prices[order], ts[order]), out_rows)
+                released = len(ts)
                 self.price_updates += released
-        if 0 < safe < END_OF_STREAM:
-            for account_id, core in self.cores.items():
-                if core.watermark is not None and core.minute is not None:
-                    self._collect(account_id, core.close_until(safe), out_rows)
+                self._m_legs.inc(core.leg_updates - before, {"account": account_id})
+                self._m_updates.inc(released, {"account": account_id})
+        if 0 < safe < END_OF_STREAM and core.watermark is not None and core.minute is not None:
+            self._collect(account_id, core.close_until(safe), out_rows)
         return released
 
     def _collect(self, account_id: str, out: M2MOutput, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -411,24 +411,39 @@ class M2MAggregator:
         state at its last update, which a resumed session restores), then close each account's open
         minute and day and write the candles and daily rows they emit (a resumed session's later rows
         of the same day replace that daily row: it is an upsert by newer ``updated_at``)."""
-        rows: dict[str, list[dict[str, Any]]] = {}
-        self._release(END_OF_STREAM, rows)
+        for account_id in self.cores:
+            self._release(account_id, END_OF_STREAM, self._rows)
+        checkpoints = [self._checkpoint_row(a) for a in sorted(self.cores)]  # before the closing below
         for account_id, core in self.cores.items():
-            cp = self._checkpoint_row(account_id, force=True)
-            if cp is not None:
-                rows.setdefault("m2m_checkpoints", []).append(cp)
             if core.watermark is not None:
-                self._collect(account_id, core.close_until(core.watermark + 2 * NS_PER_DAY), rows)
-        if any(rows.values()):
-            ray.get(self.recorder.write_now.remote(rows))
+                self._collect(account_id, core.close_until(core.watermark + 2 * NS_PER_DAY), self._rows)
+        rows, self._rows = self._rows, {}
+        rows["m2m_checkpoints"] = checkpoints
+        self._last_flush = time.monotonic()
+        ray.get(self.recorder.write_now.remote(rows))
         return {k: len(v) for k, v in rows.items()}
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_row(self, account_id: str, force: bool = False) -> dict[str, Any] | None:
+    def _add_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        for name, r in rows.items():
+            if r:
+                self._rows.setdefault(name, []).extend(r)
+
+    def _flush(self, force: bool = False) -> None:
+        """Send the rows gathered since the last flush **with a checkpoint of every account**, in one
+        recorder call (one store transaction), at most every ``checkpoint_interval_s`` unless
+        ``force``. A stored checkpoint therefore never runs ahead of the stored candles: if this
+        actor dies with a call in flight, the call is lost whole, and the restarted actor resumes
+        from the previous checkpoint and emits those candles again."""
         now = time.monotonic()
-        if not force and now - self._last_checkpoint.get(account_id, 0.0) < self.checkpoint_interval_s:
-            return None
-        self._last_checkpoint[account_id] = now
+        if not force and now - self._last_flush < self.checkpoint_interval_s:
+            return
+        self._last_flush = now
+        rows, self._rows = self._rows, {}
+        rows["m2m_checkpoints"] = [self._checkpoint_row(a) for a in sorted(self.cores)]
+        self.recorder.write.remote(rows)
+
+    def _checkpoint_row(self, account_id: str) -> dict[str, Any]:
         core = self.cores[account_id]
         muxes = {
             name: {"stream": self.streams[name], "symbols": sorted(self.mux_symbols.get(name, ()))}
@@ -441,11 +456,6 @@ class M2MAggregator:
             "state": orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY),
             "created_at": time.time_ns(),
         }
-
-    def _checkpoint(self, account_id: str, force: bool = False) -> None:
-        row = self._checkpoint_row(account_id, force)
-        if row is not None:
-            self.recorder.write.remote({"m2m_checkpoints": [row]})
 
     # ------------------------------------------------------------------ queries
     def marks(self, account_id: str) -> list[dict[str, Any]]:

@@ -75,6 +75,7 @@ def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
             batch_rows=int(feed.get("batch_rows", 4096)),
             window_ns=int(feed.get("window_ns") or 0),
             start_after_ns=feed.get("start_after_ns"),
+            require_volume=bool(feed.get("require_volume", True)),
         )
     from engine.feeds.live import CcxtLiveFeed
 

@@ -117,12 +117,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _snapshot(runtime: Any, config: Any) -> dict[str, Any]:
-    return {
-        "accounts": {
-            a.id: {"portfolio": runtime.portfolio_summary(a.id), "bots": runtime.status(a.id)} for a in config.accounts
-        },
-        "muxes": runtime.mux_stats(),
-    }
+    accounts = {}
+    for a in config.accounts:
+        accounts[a.id] = {
+            "portfolio": runtime.portfolio_summary(a.id) if a.id in runtime.portfolios else None,
+            "bots": runtime.status(a.id),
+            "m2m": runtime.m2m_marks(a.id),
+        }
+    names = {r["instance_id"]: r["name"] for a in config.accounts for r in runtime.list_instances(a.id)}
+    for acc in accounts.values():
+        for mark in acc["m2m"]:
+            mark["name"] = names.get(mark["instance_id"], mark["instance_id"])
+    return {"accounts": accounts, "muxes": runtime.mux_stats()}
 
 
 def _live_table(runtime: Any, config: Any) -> bool:
@@ -143,9 +149,20 @@ def _tables(snapshot: dict[str, Any]) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    parts = []
+    parts: list[Any] = []
     for account_id, acc in snapshot["accounts"].items():
+        if acc["m2m"] and any(m["unrealized_pnl"] or m["realized_pnl"] for m in acc["m2m"]):
+            m2m = Table(title=f"{account_id} · strategies (M2M)")
+            for col in ("strategy", "unrealized (M2M)", "realized", "total"):
+                m2m.add_column(col, justify="left" if col == "strategy" else "right")
+            for m in acc["m2m"]:
+                m2m.add_row(
+                    m["name"], f"{m['unrealized_pnl']:,.2f}", f"{m['realized_pnl']:,.2f}", f"{m['total_pnl']:,.2f}"
+                )
+            parts.append(m2m)
         pf = acc["portfolio"]
+        if pf is None:
+            continue
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(pf["time_ns"] / 1e9)) if pf["time_ns"] else "-"
         table = Table(
             title=f"{account_id} · equity {pf['equity']:,.2f} · drawdown {pf['drawdown_pct']:.2f}% · "

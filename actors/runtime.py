@@ -40,6 +40,7 @@ from actors.recorder import Recorder
 from engine.errors import ParameterError
 from engine.live.bot import BotSpec
 from engine.live.config import AccountConfig, RunConfig
+from engine.portfolio.config import _to_ns
 from engine.portfolio.manager import BreakerSettings
 from engine.risk.limits import RiskLimits
 from engine.store.url import resolve_store_url
@@ -90,6 +91,7 @@ class EngineRuntime:
         self.specs: dict[str, BotSpec] = {}
         self.accounts: dict[str, AccountConfig] = {}
         self.feed: dict[str, Any] | None = None
+        self.feed_for: dict[str, dict[str, Any]] = {}  # symbol -> its own feed (extra_feeds)
         self._own_ray = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -152,10 +154,13 @@ class EngineRuntime:
         if self.feed is None:
             raise ParameterError("feed", "no market-data feed configured (set_feed first)")
         new = sorted(s for s in set(symbols) if s not in self.mux_of)
-        for i in range(0, len(new), self.shard_size):
-            shard = new[i : i + self.shard_size]
+        groups: dict[int, list[str]] = {}  # symbols of the same feed share shards
+        for s in new:
+            groups.setdefault(id(self.feed_for.get(s, self.feed)), []).append(s)
+        shards = [g[i : i + self.shard_size] for g in groups.values() for i in range(0, len(g), self.shard_size)]
+        for shard in shards:
             name = f"mux:{shard[0]}" if len(shard) == 1 else f"mux:{shard[0]}+{len(shard) - 1}"
-            feed = dict(self.feed)
+            feed = dict(self.feed_for.get(shard[0], self.feed))
             if start_after_ns is not None:
                 feed["start_after_ns"] = start_after_ns
             bars_from = "trades" if feed.get("stream") == "trades" else "bars"
@@ -324,7 +329,10 @@ class EngineRuntime:
         lot_size, multiplier, option fields, notes). The leg's symbol (and an option's underlying) is
         marked from its multiplexer, created if needed. Returns the stored leg."""
         row = self._instance(account_id, strategy)
-        symbols = [spec["symbol"], *([spec["underlying"]] if spec.get("underlying") else [])]
+        if spec.get("segment") == "option" and spec.get("underlying"):
+            symbols = [spec["underlying"]]  # marked by the model from the underlying (no option prices replayed)
+        else:
+            symbols = [spec["symbol"], *([spec["underlying"]] if spec.get("underlying") else [])]
         self._subscribe_m2m(symbols)
         leg: dict[str, Any] = ray.get(self.m2m.add_leg.remote(account_id, row["instance_id"], spec))
         return leg
@@ -529,7 +537,7 @@ class EngineRuntime:
 
         symbols = config.symbols()
         ds = config.dataset
-        if config.feed.source == "live":
+        if config.feed.source == "live" or not symbols:
             base_tf = config.feed.bar_timeframe
         elif ds.bars is not None:
             probe = load_bars(ds.bars, symbols, config.start_ns, _probe_end(config))
@@ -549,6 +557,7 @@ class EngineRuntime:
             "speed": config.feed.speed_factor,
             "batch_rows": config.feed.batch_rows,
             "window_ms": config.feed.window_ms,
+            "require_volume": ds.volume,
         }
         if config.feed.source == "live":
             feed = {
@@ -560,6 +569,13 @@ class EngineRuntime:
                 "window_ms": config.feed.window_ms,
             }
         self.set_feed(feed, base_tf, config.feed.shard_size)
+        for extra in config.extra_feeds:
+            own = {
+                **feed, "kind": "replay", "path": str(extra.bars), "stream": f"bars:{base_tf}",
+                "start_ns": _to_ns(extra.start), "end_ns": _to_ns(extra.end), "require_volume": extra.volume,
+            }  # fmt: skip
+            for symbol in extra.symbols:
+                self.feed_for[symbol] = own
         resume_from = self._resume_point(config)
         self.ensure_muxes(symbols, resume_from)
         for account in config.accounts:
@@ -569,10 +585,53 @@ class EngineRuntime:
             "marks": str(config.dataset.marks) if config.dataset.marks else None,
             "checkpoint_every_s": str(config.checkpoint_every_s),
         }
+        for account in config.accounts:
+            self._open_strategies(account, config)
         for spec in specs:
             self.create_bot(spec, paths)
         ray.get([h.start.remote() for h in self.bots.values()])
         return specs
+
+    def _open_strategies(self, account: AccountConfig, config: RunConfig) -> None:
+        """The account's strategies of legs entered by hand (``accounts[].strategies``): created with
+        their legs on a session's first start; a resumed session finds them in the M2M checkpoint."""
+        from dataclasses import asdict
+
+        from engine.data.catalog import load_bars
+        from engine.m2m.options import NSE_UNDERLYING_SYMBOLS, iron_condor, load_option_chain, short_straddle
+
+        existing = {r["name"] for r in self.list_instances(account.id)}
+        for strategy in account.strategies:
+            if strategy.name in existing:
+                continue
+            specs: list[dict[str, Any]] = [leg.model_dump() for leg in strategy.legs]
+            build = strategy.build
+            if build is not None:
+                chain = load_option_chain(build.chain, build.underlying, build.expiry, build.snapshot)
+                index = build.underlying_symbol or NSE_UNDERLYING_SYMBOLS.get(build.underlying, build.underlying)
+                spot = build.spot
+                if spot is None:  # the underlying's last close before the session starts
+                    source = self.feed_for.get(index, self.feed or {})
+                    start = config.start_ns or 0
+                    bars = load_bars(source["path"], [index], start - 7 * NS_PER_DAY, start,
+                                     require_volume=bool(source.get("require_volume", True)))  # fmt: skip
+                    if bars.num_rows == 0:
+                        raise ParameterError(f"accounts.{account.id}.strategies.{strategy.name}.build.spot",
+                                             f"no {index!r} bar in the week before the start: give spot")  # fmt: skip
+                    spot = float(bars.column("close")[-1].as_py())
+                if build.kind == "iron_condor":
+                    assert build.short_offset is not None and build.wing_width is not None
+                    built = iron_condor(chain, spot, short_offset=build.short_offset, wing_width=build.wing_width,
+                                        lots=build.lots, underlying_symbol=index)  # fmt: skip
+                else:
+                    built = short_straddle(chain, spot, lots=build.lots, underlying_symbol=index)
+                specs += [asdict(leg) for leg in built]
+            self.create_strategy(
+                account.id, strategy.name, tags=strategy.tags,
+                target_profit=strategy.target_profit, stop_loss=strategy.stop_loss,
+            )  # fmt: skip
+            for spec in specs:
+                self.add_leg(account.id, strategy.name, spec)
 
     def _resume_point(self, config: RunConfig) -> int | None:
         """Replay start for a resumed session: the start of the UTC day of the oldest bot checkpoint

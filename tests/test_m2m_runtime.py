@@ -64,7 +64,7 @@ def run(db: Path, *, kill_m2m: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # a restarted aggregator catches up on what the muxes resend
             wm = ray.get(runtime.m2m.stats.remote())["watermarks"]
-            if all(v is not None and v >= END - MINUTE for v in wm.values()):
+            if all(v is not None and v >= END for v in wm.values()):  # the last update: 11:59 bar close
                 break
             time.sleep(0.1)
         out: dict[str, Any] = {"killed": killed, "marks": {a: runtime.m2m_marks(a) for a in LEGS}}
@@ -187,3 +187,41 @@ def test_cli_reads_candles_daily_and_exports_the_report(
     # another account's strategy is not found, naming the rule
     assert main(["m2m", "candles", "hedge", "--account", "desk-b", "--db", db]) == 2
     assert "no strategy 'hedge'" in capsys.readouterr().err
+
+
+def test_nifty_config_marks_option_legs_by_the_model_and_ends_at_intrinsic_value(tmp_path: Path) -> None:
+    """The shipped NIFTY config through the actors. Independent truth: at the 15:30 IST expiry the
+    model price of an option is its intrinsic value, so the condor's and the straddle's final M2M are
+    Σ (intrinsic − entry) × qty × side from the snapshot's LTPs and the index's last close (hand rule)."""
+    from engine.live.config import load_run_config
+
+    config = load_run_config(Path(__file__).resolve().parents[1] / "configs" / "nifty_m2m.yaml")
+    runtime = EngineRuntime(str(tmp_path / "nifty.duckdb"), num_cpus=2).start()
+    try:
+        runtime.open_session(config)
+        runtime.start_feeds()
+        assert runtime.wait_feeds(timeout_s=300)
+        legs = {name: runtime.legs("nse-desk", name) for name in ("nifty-iron-condor", "nifty-short-straddle")}
+        runtime.shutdown()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    last = load_bars(config.dataset.bars, ["NIFTY 50"], None, config.end_ns, require_volume=False)
+    spot = last.column("close")[-1].as_py()
+    with open_store(str(tmp_path / "nifty.duckdb")) as store:
+        candles = store.read_live("strategy_m2m_candles").to_pylist()
+        daily = store.read_live("strategy_performance_daily").to_pylist()
+    for name, strategy_legs in legs.items():
+        assert len(strategy_legs) == (4 if "condor" in name else 2)
+        want = 0.0
+        for leg in strategy_legs:
+            intrinsic = max(0.0, (spot - leg["strike"]) if leg["option_type"] == "C" else (leg["strike"] - spot))
+            want += (intrinsic - leg["entry_price"]) * leg["qty"] * leg["side"] * leg["multiplier"]
+        mine = [c for c in candles if c["instance_id"] == f"nse-desk/{name}"]
+        assert mine and all(c["model_mark"] for c in mine)
+        final = max(mine, key=lambda c: c["ts"])
+        assert final["close"] == pytest.approx(want, abs=1e-6)
+        days = sorted(d["day"].isoformat() for d in daily if d["instance_id"] == f"nse-desk/{name}")
+        assert days == ["2024-05-06", "2024-05-08", "2024-05-09"]  # IST trading days in the data
+    pair = [c for c in candles if c["instance_id"] == "crypto-desk/perp-pair"]
+    assert pair and not any(c["model_mark"] for c in pair)

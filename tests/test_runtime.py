@@ -255,7 +255,9 @@ def test_accounts_are_isolated(tmp_path: Path) -> None:
             runtime.pause_bot("desk-b", "doge-sma")
         with pytest.raises(ParameterError, match="no strategy instance 'doge-sma' in account 'desk-b'"):
             runtime.archive_instance("desk-b", "doge-sma")
-        assert [r["name"] for r in runtime.list_instances("desk-b")] == ["ton-ema"]
+        default = runtime.default_strategy("desk-b")  # every account has one (legs entered by hand)
+        assert default["is_default"] and default["strategy_type"] == "manual"
+        assert sorted(r["name"] for r in runtime.list_instances("desk-b")) == sorted(["ton-ema", default["name"]])
         assert {b["name"] for b in runtime.status("desk-a")} == {"doge-sma", "pair-rsi"}
         with pytest.raises(ParameterError, match="unknown trading account"):
             runtime.status("desk-z")

@@ -66,6 +66,7 @@ def load_bars(
     symbol: str | None = None,
     *,
     exchange: str | None = None,
+    require_volume: bool = True,
 ) -> pa.Table:
     """Load OHLCV bars from a Parquet or CSV file (format chosen by the ``.parquet``/``.csv`` extension).
 
@@ -79,6 +80,8 @@ def load_bars(
             it is a filter, the same as ``symbols=[symbol]``.
         exchange: keep only rows whose ``exchange`` column equals this (for files mixing exchanges, such as
             QuantConnect Lean's); ``None``: no filter.
+        require_volume: False for a series that has no volume (an index such as NIFTY 50): a file
+            without a volume column then loads with volume 0 (a volume column present is still checked).
 
     Returns:
         Table ``symbol: string, ts: timestamp[ns, tz=UTC], open, high, low, close, volume: float64`` sorted by
@@ -92,9 +95,12 @@ def load_bars(
             volume (``'volume'``).
         ParameterError: ``end_ns <= start_ns``, or both ``symbol`` and ``symbols`` for a long-format file.
     """
+    required: dict[str, tuple[str, ...]] = {c: (c,) for c in (*PRICE_COLUMNS, "volume")}
+    if not require_volume and _Source.open(path).find("volume") is None:
+        del required["volume"]
     name, t, has_exchange, time_col = _select(
         path,
-        {c: (c,) for c in (*PRICE_COLUMNS, "volume")},
+        required,
         TIME_COLUMNS,
         symbols=symbols,
         start_ns=start_ns,
@@ -102,6 +108,8 @@ def load_bars(
         symbol=symbol,
         exchange=exchange,
     )
+    if "volume" not in required:
+        t = t.append_column("volume", pa.array(np.zeros(t.num_rows), pa.float64()))
     _check_prices(name, t)
     _check_non_negative(name, t, "volume")
     order = _check_order(name, t, time_col, hint=_exchange_hint(has_exchange, exchange))

@@ -202,9 +202,11 @@ def replay_from_catalog(
     symbols: Iterable[str] | None = None,
     start_ns: int | None = None,
     end_ns: int | None = None,
+    require_volume: bool = True,
     **kw: object,
 ) -> ReplayFeed:
     """Load ``stream`` from a catalog file and wrap it in a :class:`ReplayFeed` (``kw`` go to its constructor).
+    ``require_volume=False`` lets a bar file without volume (an index) load with volume 0.
 
     Trades load with :func:`engine.data.ticks.load_trades`, quotes with
     :func:`~engine.data.ticks.load_quotes`, bars with :func:`engine.data.catalog.load_bars`; ``symbols``,
@@ -221,7 +223,7 @@ def replay_from_catalog(
     elif stream == QUOTES:
         table = load_quotes(path, symbols, start_ns, end_ns)
     elif stream.startswith(BARS_PREFIX):
-        table = load_bars(path, symbols, start_ns, end_ns)
+        table = load_bars(path, symbols, start_ns, end_ns, require_volume=require_volume)
         want = stream_timeframe_ns(stream)
         try:
             spacing = infer_timeframe_ns(table)

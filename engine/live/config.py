@@ -27,6 +27,24 @@ Shape (paths relative to the config file's folder; times ISO 8601, naive = UTC):
             timeframe: 1m                # bars built by the multiplexer from the dataset's bars
             leverage: 2
 
+Strategies of legs entered by hand (real-time M2M, no bot) go under an account's ``strategies``::
+
+    accounts:
+      - id: nse-desk
+        timezone: Asia/Kolkata          # daily M2M rows close at local midnight
+        rate: 0.10                      # risk-free rate of option model marks
+        strategies:
+          - name: nifty-condor
+            stop_loss: 5000
+            build: {kind: iron_condor, chain: data/nse_chain.parquet, underlying: NIFTY,
+                    expiry: 2024-05-09, snapshot: S3, lots: 1, short_offset: 300, wing_width: 200}
+          - name: perp-pair
+            legs: [{symbol: DOGEUSDT, side: 1, qty: 20000, entry_price: 0.14}]
+    extra_feeds:                        # bar files of other markets/periods, each for its symbols
+      - {bars: data/perp_1m.parquet, symbols: [DOGEUSDT], start: 2026-01-05, end: 2026-01-07}
+
+``dataset.volume: false`` replays bars without a volume column (an index).
+
 Each bot runs one strategy instance of the same name (``instance_id`` = ``bot_id`` =
 ``<account>/<name>``, stable across restarts so a restarted session resumes its bots). ``feed.speed``
 is ``max`` (as fast as possible), or a factor of real time (1 = real time, 60 = a minute per second).
@@ -39,7 +57,7 @@ and parameters are rejected with the field's dotted path and the rule
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +92,7 @@ class LiveDataset(_Model):
     trades: Path | None = None
     funding: Path | None = None
     marks: Path | None = None
+    volume: bool = True  # false: the bars have no volume column (an index such as NIFTY 50); volume reads 0
 
     @model_validator(mode="after")
     def _one_source(self) -> LiveDataset:
@@ -132,6 +151,67 @@ class FeedSettings(_Model):
         return None if self.speed == "max" else float(self.speed)
 
 
+class LegConfig(_Model):
+    """A leg entered by hand (:class:`engine.m2m.LegSpec`): side +1 buy / −1 sell, qty in units, entry
+    price in quote currency per unit, multiplier in quote currency per price point per unit."""
+
+    symbol: str = Field(min_length=1)
+    side: Literal[1, -1]
+    qty: float = Field(gt=0.0, allow_inf_nan=False)
+    entry_price: float = Field(ge=0.0, allow_inf_nan=False)
+    exchange: str = ""
+    segment: Literal["spot", "perp", "future", "option", "index"] = "perp"
+    lot_size: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    multiplier: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    notes: str = ""
+
+
+class OptionBuild(_Model):
+    """Legs built from an NSE option-chain snapshot (:mod:`engine.m2m.options`), entered at its LTPs:
+    ``iron_condor`` (sell K±short_offset, buy K±(short_offset + wing_width)) or ``short_straddle``
+    (sell the ATM call and put), K the strike nearest ``spot`` (default: the underlying's last close
+    before the session start in ``dataset.bars``). Option legs have no price stream here: they are
+    marked by Black-Scholes from the underlying's LTP and the snapshot's implied volatility."""
+
+    kind: Literal["iron_condor", "short_straddle"]
+    chain: Path
+    underlying: str = "NIFTY"
+    underlying_symbol: str | None = None  # the index's symbol in dataset.bars (default: "NIFTY 50" for NIFTY)
+    expiry: date
+    snapshot: str = Field(min_length=1)
+    lots: int = Field(default=1, ge=1)
+    short_offset: float | None = Field(default=None, gt=0.0)
+    wing_width: float | None = Field(default=None, gt=0.0)
+    spot: float | None = Field(default=None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _condor(self) -> OptionBuild:
+        if self.kind == "iron_condor" and (self.short_offset is None or self.wing_width is None):
+            raise ParameterError("build.short_offset", "an iron condor needs short_offset and wing_width")
+        return self
+
+
+class StrategyConfig(_Model):
+    """A strategy of legs entered by hand (no bot): its legs, or legs built from an option chain."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=_NAME)
+    tags: list[str] = Field(default_factory=list)
+    target_profit: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    stop_loss: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    legs: list[LegConfig] = Field(default_factory=list)
+    build: OptionBuild | None = None
+
+
+class ExtraFeed(_Model):
+    """Another replayed bar file for ``symbols`` (another market or period) with its own window."""
+
+    bars: Path
+    symbols: list[str] = Field(min_length=1)
+    start: datetime | None = None
+    end: datetime | None = None
+    volume: bool = True
+
+
 class BotConfig(_Model):
     """One bot and the strategy instance it runs."""
 
@@ -173,6 +253,7 @@ class AccountConfig(_Model):
     risk: RiskLimits = Field(default_factory=RiskLimits)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     bots: list[BotConfig] = Field(default_factory=list)
+    strategies: list[StrategyConfig] = Field(default_factory=list)  # legs entered by hand (M2M)
 
     @model_validator(mode="after")
     def _unique(self) -> AccountConfig:
@@ -205,6 +286,7 @@ class RunConfig(_Model):
     instruments: dict[str, InstrumentOverride] = Field(default_factory=dict)
     checkpoint_every_s: float = Field(default=30.0, gt=0.0, allow_inf_nan=False)
     accounts: list[AccountConfig] = Field(min_length=1)
+    extra_feeds: list[ExtraFeed] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -287,6 +369,13 @@ _FILES = ("bars", "trades", "funding", "marks")
 def _resolve(raw: dict[str, Any], base: Path) -> None:
     absolute_paths(raw.get("dataset"), _FILES, base)
     absolute_paths(raw.get("feed"), ("playback",), base)
+    for extra in raw.get("extra_feeds") or []:
+        absolute_paths(extra, ("bars",), base)
+    for account in raw.get("accounts") or []:
+        strategies = account.get("strategies") if isinstance(account, dict) else None
+        for strategy in strategies if isinstance(strategies, list) else []:
+            if isinstance(strategy, dict):
+                absolute_paths(strategy.get("build"), ("chain",), base)
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -297,6 +386,14 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     """
     config = load_model(path, RunConfig, overrides, _resolve)
     require_files(
-        [(f"dataset.{k}", getattr(config.dataset, k)) for k in _FILES] + [("feed.playback", config.feed.playback)]
+        [(f"dataset.{k}", getattr(config.dataset, k)) for k in _FILES]
+        + [("feed.playback", config.feed.playback)]
+        + [(f"extra_feeds.{i}.bars", f.bars) for i, f in enumerate(config.extra_feeds)]
+        + [
+            (f"accounts.{a.id}.strategies.{s.name}.build.chain", s.build.chain)
+            for a in config.accounts
+            for s in a.strategies
+            if s.build is not None
+        ]
     )
     return config
