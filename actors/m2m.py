@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.util import metrics
 
@@ -48,6 +49,7 @@ from engine.marketdata.schemas import (
     decode_delivery,
     stream_timeframe_ns,
 )
+from engine.store.live import LIVE_TABLES
 from engine.timeframes import NS_PER_DAY
 
 DEFAULT_STRATEGY_TYPE = "manual"
@@ -105,6 +107,8 @@ class M2MAggregator:
         self.cores: dict[str, M2MAggregatorCore] = {}
         self.zones: dict[str, str] = {}
         self.routes: dict[str, set[str]] = {}  # symbol -> accounts holding it
+        self.held: dict[str, set[str]] = {}  # account -> symbols its legs hold (see _route)
+        self._held_arrays: dict[str, pa.Array] = {}
         self.muxes: dict[str, Any] = {}  # mux name -> handle
         self.streams: dict[str, str] = {}  # mux name -> the stream taken (trades or bars:<tf>)
         self.mux_symbols: dict[str, set[str]] = {}
@@ -112,12 +116,15 @@ class M2MAggregator:
         self.bounds: dict[str, int] = {}  # per mux: updates with ts below it are complete
         # per account: price updates waiting for the watermarks of the account's multiplexers
         self._buf: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        self._rows: dict[str, list[dict[str, Any]]] = {}  # rows waiting for the next checkpoint (see _flush)
+        self._rows: dict[str, list[pa.Table]] = {}  # rows waiting for the next checkpoint (see _flush)
         self._last_flush = 0.0
         self._events: deque[dict[str, Any]] = deque(maxlen=events_kept)
+        self._latency: deque[tuple[int, int, int]] = deque(maxlen=events_kept * 20)
+        self._pending_lat: list[tuple[int, int]] = []
         self._event_seq = 0
         self.price_updates = 0
         self.deliveries = 0
+        self.busy_s = 0.0  # wall time spent in on_market_data
         self.candles = 0
         self.errors: list[str] = []
         tags = ("account",)
@@ -169,11 +176,18 @@ class M2MAggregator:
             raise ParameterError("account_id", f"unknown trading account {account_id!r}")
         return core
 
-    def _route(self, account_id: str) -> None:
-        book = self.cores[account_id].book(account_id)
-        for leg in book.legs(open_only=True):
+    def _route(self, account_id: str, legs: Any = None) -> None:
+        """Note the symbols (and option underlyings) of ``legs`` (default: every open leg of the
+        account) as held by the account: their price updates are routed to its core. A symbol stays
+        noted after its legs close (its updates are then ignored by the core)."""
+        if legs is None:
+            legs = self.cores[account_id].book(account_id).legs(open_only=True)
+        held = self.held.setdefault(account_id, set())
+        self._held_arrays.pop(account_id, None)
+        for leg in legs:
             for symbol in (leg.symbol, leg.underlying):
                 if symbol:
+                    held.add(symbol)
                     self.routes.setdefault(symbol, set()).add(account_id)
 
     # ------------------------------------------------------------------ strategies and legs
@@ -225,6 +239,24 @@ class M2MAggregator:
         change = book.add_leg(instance_id, LegSpec(**spec), time.time_ns(), leg_id=leg_id)
         self._after_change(account_id, change)
         return change.legs[0].to_row()
+
+    def add_legs_bulk(self, account_id: str, legs: list[tuple[str, dict[str, Any]]]) -> int:
+        """Many manual legs at once: ``(instance_id, LegSpec fields)`` pairs; strategies that do not
+        exist are created (type ``manual``, named by their id) with their ``strategy_instances`` rows;
+        everything is stored in one flush. Returns the legs added."""
+        book = self._core(account_id).book(account_id)
+        now = time.time_ns()
+        created = []
+        for instance_id in dict.fromkeys(i for i, _ in legs):
+            if not book.has_strategy(instance_id):
+                book.create_strategy(instance_id, instance_id.split("/")[-1], now)
+                created.append(instance_row(book.strategy(instance_id).to_row()))
+        if created:
+            ray.get(self.recorder.write_now.remote({"strategy_instances": created}))
+        for instance_id, spec in legs:
+            self._after_change(account_id, book.add_leg(instance_id, LegSpec(**spec), now), flush=False)
+        self._flush(force=True)
+        return len(legs)
 
     def exit_leg(self, account_id: str, leg_id: str, qty: float, price: float) -> list[dict[str, Any]]:
         """Exit ``qty`` units of a leg at ``price`` (realized P&L booked). Returns the exits."""
@@ -283,7 +315,7 @@ class M2MAggregator:
     def _after_change(self, account_id: str, change: BookChange, flush: bool = True) -> None:
         if change.empty:
             return
-        self._route(account_id)
+        self._route(account_id, change.legs)
         self._add_rows(change_rows(change))
         missing = {leg.symbol for leg in change.legs} | {leg.underlying for leg in change.legs if leg.underlying}
         self._ensure_subscribed(sorted(s for s in missing if s))
@@ -330,17 +362,21 @@ class M2MAggregator:
         the account's minutes. Accounts on different feeds (and periods) do not wait for each other.
         Closed candles, daily rows and (when due) checkpoints go to the recorder in one write.
         Returns the price updates released."""
+        started = time.perf_counter()
         for b in decode_delivery(payload):
             if self.gens.get(b.source) != gen:
                 continue
-            symbols, prices, ts = _price_updates(b)
+            symbols, prices, ts, arrow_symbols = _price_updates(b)
             if len(ts):
-                present = set(symbols.tolist())
+                present = pc.unique(arrow_symbols).to_pylist()
                 for account_id in set().union(*(self.routes.get(x, set()) for x in present)):
-                    mask = np.isin(symbols, list(_held(self.cores[account_id], account_id)))
+                    held = self._held_set(account_id)
+                    mask = pc.is_in(arrow_symbols, value_set=held).to_numpy(zero_copy_only=False)
                     if mask.any():
                         self._buf.setdefault(account_id, []).append((symbols[mask], prices[mask], ts[mask]))
                 self._m_latency.observe((time.time_ns() - b.ingest_ns) / 1e6, {"mux": b.source})
+            if len(ts):
+                self._pending_lat.append((b.ingest_ns, int(ts[0])))
             wm = b.watermark_ns
             bound = END_OF_STREAM if wm >= END_OF_STREAM else (wm if b.stream == TRADES else wm + 1)
             self.bounds[b.source] = max(self.bounds.get(b.source, 0), bound)
@@ -348,13 +384,30 @@ class M2MAggregator:
         updates = 0
         for account_id in sorted(self.cores):
             updates += self._release(account_id, self._safe(account_id), self._rows)
+        if updates and self._pending_lat:  # deliveries whose oldest tick's M2M is now computed
+            done = time.time_ns()
+            upto = min(self._safe(a) for a in self.cores)
+            self._latency.extend((i, f, done) for i, f in self._pending_lat if f < upto)
+            self._pending_lat = [(i, f) for i, f in self._pending_lat if f >= upto]
         self._flush()
+        self.busy_s += time.perf_counter() - started
         return updates
+
+    def latency_samples(self) -> list[tuple[int, int, int]]:
+        """Per delivery with ticks (the last ``events_kept``): (wall ns its oldest tick entered the
+        multiplexer, that tick's event ts, wall ns its updates had been applied)."""
+        return list(self._latency)
+
+    def _held_set(self, account_id: str) -> pa.Array:
+        arr = self._held_arrays.get(account_id)
+        if arr is None:
+            arr = self._held_arrays[account_id] = pa.array(sorted(self.held.get(account_id, ())), pa.string())
+        return arr
 
     def _safe(self, account_id: str) -> int:
         """Feed time below which the account's updates are complete: the smallest bound of the
         multiplexers serving its symbols (0 while one has not reported)."""
-        held = _held(self.cores[account_id], account_id)
+        held = self.held.get(account_id, set())
         feeds = [name for name, symbols in self.mux_symbols.items() if symbols & held]
         return min((self.bounds.get(name, 0) for name in feeds), default=0)
 
@@ -386,19 +439,20 @@ class M2MAggregator:
             self._collect(account_id, core.close_until(safe), out_rows)
         return released
 
-    def _collect(self, account_id: str, out: M2MOutput, rows: dict[str, list[dict[str, Any]]]) -> None:
-        if out.candles.num_rows:
-            rows.setdefault("strategy_m2m_candles", []).extend(out.candles.to_pylist())
-            self.candles += out.candles.num_rows
-            self._m_candles.inc(out.candles.num_rows, {"account": account_id})
-            last = out.candles.to_pylist()
-            for c in last[-min(len(last), 64) :]:
+    def _collect(self, account_id: str, out: M2MOutput, rows: dict[str, list[Any]]) -> None:
+        """Keep what the core emitted for the next flush (Arrow tables, as they are)."""
+        n = out.candles.num_rows
+        if n:
+            rows.setdefault("strategy_m2m_candles", []).append(out.candles)
+            self.candles += n
+            self._m_candles.inc(n, {"account": account_id})
+            for c in out.candles.slice(max(0, n - 64)).to_pylist():  # the gauge follows the latest few
                 self._m_total.set(c["total_pnl"], {"account": account_id, "strategy": c["instance_id"]})
         if out.daily.num_rows:
-            now = time.time_ns()
-            rows.setdefault("strategy_performance_daily", []).extend(
-                {**r, "updated_at": now} for r in out.daily.to_pylist()
+            stamp = pa.array(np.full(out.daily.num_rows, time.time_ns(), dtype=np.int64)).cast(
+                pa.timestamp("ns", "UTC")
             )
+            rows.setdefault("strategy_performance_daily", []).append(out.daily.append_column("updated_at", stamp))
         for ev in out.events:
             self._event(ev)
 
@@ -417,17 +471,22 @@ class M2MAggregator:
         for account_id, core in self.cores.items():
             if core.watermark is not None:
                 self._collect(account_id, core.close_until(core.watermark + 2 * NS_PER_DAY), self._rows)
-        rows, self._rows = self._rows, {}
+        rows = self._take_rows()
         rows["m2m_checkpoints"] = checkpoints
         self._last_flush = time.monotonic()
         ray.get(self.recorder.write_now.remote(rows))
-        return {k: len(v) for k, v in rows.items()}
+        return {k: (v.num_rows if isinstance(v, pa.Table) else len(v)) for k, v in rows.items()}
 
     # ------------------------------------------------------------------ checkpoints
     def _add_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
         for name, r in rows.items():
             if r:
-                self._rows.setdefault(name, []).extend(r)
+                self._rows.setdefault(name, []).append(pa.Table.from_pylist(r, schema=LIVE_TABLES[name].schema))
+
+    def _take_rows(self) -> dict[str, Any]:
+        """The gathered tables, one per store table, and an empty buffer."""
+        parts, self._rows = self._rows, {}
+        return {name: pa.concat_tables(p) for name, p in parts.items() if p}
 
     def _flush(self, force: bool = False) -> None:
         """Send the rows gathered since the last flush **with a checkpoint of every account**, in one
@@ -439,7 +498,7 @@ class M2MAggregator:
         if not force and now - self._last_flush < self.checkpoint_interval_s:
             return
         self._last_flush = now
-        rows, self._rows = self._rows, {}
+        rows = self._take_rows()
         rows["m2m_checkpoints"] = [self._checkpoint_row(a) for a in sorted(self.cores)]
         self.recorder.write.remote(rows)
 
@@ -489,6 +548,7 @@ class M2MAggregator:
             "accounts": sorted(self.cores),
             "muxes": sorted(self.muxes),
             "deliveries": self.deliveries,
+            "busy_s": self.busy_s,
             "price_updates": self.price_updates,
             "leg_updates": sum(c.leg_updates for c in self.cores.values()),
             "candles": self.candles,
@@ -498,23 +558,13 @@ class M2MAggregator:
         }
 
 
-def _held(core: M2MAggregatorCore, account_id: str) -> set[str]:
-    book = core.book(account_id)
-    held: set[str] = set()
-    for leg in book.legs(open_only=True):
-        held.add(leg.symbol)
-        if leg.underlying:
-            held.add(leg.underlying)
-    return held
-
-
-def _price_updates(b: MarketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(symbols, prices, ts ns) of a trades batch (every trade) or a bars batch (each close, at the
-    bar's close time), in time order."""
+def _price_updates(b: MarketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array]:
+    """(symbols, prices, ts ns, the symbols as Arrow) of a trades batch (every trade) or a bars batch
+    (each close, at the bar's close time), in time order."""
     t = b.table
     if t.num_rows == 0:
-        return np.array([], dtype=object), np.array([], dtype=np.float64), np.array([], dtype=np.int64)
-    symbols = np.asarray(t.column("symbol").to_pylist(), dtype=object)
+        empty = np.array([], dtype=object)
+        return empty, np.array([], dtype=np.float64), np.array([], dtype=np.int64), pa.array([], pa.string())
     ts = ts_ns_array(t["ts"])
     if b.stream == TRADES:
         prices = float_array(t["price"])
@@ -522,7 +572,8 @@ def _price_updates(b: MarketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         prices = float_array(t["close"])
         ts = ts + stream_timeframe_ns(b.stream)
     order = np.argsort(ts, kind="stable")
-    return symbols[order], prices[order], ts[order]
+    arrow = pc.take(t.column("symbol"), pa.array(order)).combine_chunks()
+    return np.asarray(arrow.to_pylist(), dtype=object), prices[order], ts[order], arrow
 
 
 def _event_row(ev: M2MEvent) -> dict[str, Any]:

@@ -17,6 +17,7 @@ Reads (control plane, restarts) go through it too: the store is not opened by an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +38,7 @@ class Recorder:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._arrow: dict[str, list[pa.Table]] = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
         self.written: dict[str, int] = {}
@@ -45,20 +47,25 @@ class Recorder:
         self.dropped = 0
 
     # ------------------------------------------------------------------ writes
-    def write(self, tables: dict[str, list[dict[str, Any]]]) -> int:
-        """Buffer rows (dicts with the columns of each live table's Arrow schema; timestamps as int ns
-        UTC) and flush when due. Returns the rows now buffered."""
+    def write(self, tables: dict[str, Any]) -> int:
+        """Buffer rows (per table: a list of dicts with the columns of its Arrow schema, timestamps as
+        int ns UTC, or an Arrow table with those columns) and flush when due. Returns the rows now
+        buffered."""
         for name, rows in tables.items():
-            if rows:
+            n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
+            if n:
                 if name not in LIVE_TABLES:
                     raise ValueError(f"recorder: unknown live table {name!r}")
-                self._rows.setdefault(name, []).extend(rows)
-                self._buffered += len(rows)
+                if isinstance(rows, pa.Table):
+                    self._arrow.setdefault(name, []).append(rows)
+                else:
+                    self._rows.setdefault(name, []).extend(rows)
+                self._buffered += n
         if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
         return self._buffered
 
-    def write_now(self, tables: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    def write_now(self, tables: dict[str, Any]) -> dict[str, int]:
         """Buffer rows and flush at once (control-plane writes: accounts, instances, bots)."""
         self.write(tables)
         return self.flush()
@@ -69,8 +76,15 @@ class Recorder:
         if not self._buffered:
             return {}
         rows, self._rows, self._buffered = self._rows, {}, 0
+        arrow, self._arrow = self._arrow, {}
         try:
             tables = {name: pa.Table.from_pylist(r, schema=LIVE_TABLES[name].schema) for name, r in rows.items()}
+            for name, parts in arrow.items():
+                schema = LIVE_TABLES[name].schema
+                parts = [t.select(schema.names).cast(schema) for t in parts]
+                if name in tables:
+                    parts.insert(0, tables[name])
+                tables[name] = pa.concat_tables(parts)
             counts = self.store.write_live(tables)
         except (StoreError, ValueError, TypeError, pa.ArrowException) as exc:
             # the store wrote nothing of this batch; keep going and make the loss visible
@@ -105,7 +119,7 @@ class Recorder:
         (:func:`~engine.store.m2m.read_candles`), ``"daily"``, ``"legs"``, ``"exits"``, ``"report"``
         (:func:`~engine.store.m2m.pnl_report`) or ``"export"`` (:func:`~engine.store.m2m.export_pnl`,
         files written where this actor runs)."""
-        functions = {
+        functions: dict[str, Callable[..., Any]] = {
             "candles": m2m_store.read_candles,
             "daily": m2m_store.read_daily,
             "legs": m2m_store.read_legs,

@@ -59,6 +59,7 @@ class EngineRuntime:
         strategy_folders: extra plugin folders.
         dashboard: start the Ray dashboard with a local cluster (http://127.0.0.1:8265).
         num_cpus: CPUs of a local cluster (actors take none; the default is every core).
+        m2m_checkpoint_s: seconds between the M2M aggregator's checkpoints (and candle writes).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class EngineRuntime:
         strategy_folders: list[str] | None = None,
         dashboard: bool = False,
         num_cpus: int | None = None,
+        m2m_checkpoint_s: float = 1.0,
     ) -> None:
         target = resolve_store_url(db_url)
         if target.dialect == "duckdb" and not target.is_memory:
@@ -84,6 +86,7 @@ class EngineRuntime:
         self.num_cpus = num_cpus
         self.recorder: Any = None
         self.m2m: Any = None
+        self.m2m_checkpoint_s = m2m_checkpoint_s
         self.portfolios: dict[str, Any] = {}
         self.muxes: dict[str, Any] = {}  # mux name -> handle
         self.mux_of: dict[str, str] = {}  # symbol -> mux name
@@ -107,7 +110,7 @@ class EngineRuntime:
             self._own_ray = True
         self.recorder = Recorder.options(name="recorder", get_if_exists=True).remote(self.db_url)
         ray.get(self.recorder.stats.remote())
-        self.m2m = M2MAggregator.options(name="m2m", get_if_exists=True).remote(self.recorder)
+        self.m2m = M2MAggregator.options(name="m2m", get_if_exists=True).remote(self.recorder, self.m2m_checkpoint_s)
         ray.get(self.m2m.stats.remote())
         return self
 
