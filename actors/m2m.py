@@ -317,8 +317,11 @@ class M2MAggregator:
             return
         self._route(account_id, change.legs)
         self._add_rows(change_rows(change))
-        missing = {leg.symbol for leg in change.legs} | {leg.underlying for leg in change.legs if leg.underlying}
-        self._ensure_subscribed(sorted(s for s in missing if s))
+        priced = set()  # an option leg with an underlying is marked from it (the model): it needs no price of its own
+        for leg in change.legs:
+            model = leg.segment == "option" and leg.underlying
+            priced |= {leg.underlying} if model else {leg.symbol, leg.underlying}
+        self._ensure_subscribed(sorted(s for s in priced if s))
         if flush:
             self._flush(force=True)
 

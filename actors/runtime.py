@@ -581,6 +581,8 @@ class EngineRuntime:
                 self.feed_for[symbol] = own
         resume_from = self._resume_point(config)
         self.ensure_muxes(symbols, resume_from)
+        if symbols:  # bots' fills become legs of their strategies: the M2M aggregator marks them too
+            self._subscribe_m2m(symbols)
         for account in config.accounts:
             self.create_account(account)
         paths = {
