@@ -150,7 +150,10 @@ class M2MAggregator:
             self.cores[account_id] = core
             self.zones[account_id] = state.get("timezone", "UTC")
             for mux, info in state.get("muxes", {}).items():
-                self.muxes[mux] = ray.get_actor(mux)
+                try:  # alive: this actor was restarted mid-session; gone: a new session subscribes anew
+                    self.muxes[mux] = ray.get_actor(mux)
+                except ValueError:
+                    continue
                 self.streams[mux] = info["stream"]
                 self.mux_symbols.setdefault(mux, set()).update(info["symbols"])
             self._route(account_id)
@@ -436,7 +439,8 @@ class M2MAggregator:
                 self._collect(account_id, core.on_prices(symbols[order], prices[order], ts[order]), out_rows)
                 released = len(ts)
                 self.price_updates += released
-                self._m_legs.inc(core.leg_updates - before, {"account": account_id})
+                if core.leg_updates > before:  # (Ray counters take positive increments only)
+                    self._m_legs.inc(core.leg_updates - before, {"account": account_id})
                 self._m_updates.inc(released, {"account": account_id})
         if 0 < safe < END_OF_STREAM and core.watermark is not None and core.minute is not None:
             self._collect(account_id, core.close_until(safe), out_rows)
