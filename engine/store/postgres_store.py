@@ -262,41 +262,14 @@ class PostgresStore(Store):
         return self._fetch_rows(table, schema, "run_id", run_id, ROW_KEYS[table])
 
     def _fetch_rows(self, table: str, schema: pa.Schema, key_column: str, key: str, order_by: str) -> pa.Table:
-        select, types = [], {}
-        for f in schema:
-            if pa.types.is_timestamp(f.type):
-                select.append(_EPOCH_US.format(c=f.name))
-                types[f.name] = pa.int64()
-            elif pa.types.is_floating(f.type):
-                select.append(f"{f.name}::float8")
-                types[f.name] = pa.float64()
-            elif pa.types.is_string(f.type):
-                select.append(f"{f.name}::text")  # JSON columns as their text
-                types[f.name] = f.type
-            else:
-                select.append(f.name)
-                types[f.name] = f.type
+        select, types = _copy_columns(schema)
         query = (
             f"COPY (SELECT {', '.join(select)} FROM {table} WHERE {key_column} = %s "
             f"ORDER BY {order_by}) TO STDOUT (FORMAT csv)"
         )
-        buf = io.BytesIO()
-        with self._conn.cursor() as cur, cur.copy(query.encode(), (key,)) as copy:
-            for chunk in copy:
-                buf.write(chunk)
-        if buf.tell() == 0:
+        raw = self._copy_out(query, (key,), schema, types)
+        if raw is None:
             return schema.empty_table()
-        buf.seek(0)
-        raw = pacsv.read_csv(
-            buf,
-            read_options=pacsv.ReadOptions(column_names=schema.names),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
         columns = []
         for f in schema:
             col = raw[f.name]
@@ -539,36 +512,19 @@ class PostgresStore(Store):
                         raise error(row)
         return written
 
-    def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
-        select, types = [], {}
-        for f in schema:
-            if pa.types.is_timestamp(f.type):
-                select.append(_EPOCH_US.format(c=f.name))
-                types[f.name] = pa.int64()
-            elif pa.types.is_floating(f.type):
-                select.append(f"{f.name}::float8")
-                types[f.name] = pa.float64()
-            elif pa.types.is_list(f.type):
-                select.append(f"array_to_json({f.name})::text")
-                types[f.name] = pa.string()
-            elif pa.types.is_binary(f.type):
-                select.append(f"encode({f.name}, 'hex')")
-                types[f.name] = pa.string()
-            elif pa.types.is_string(f.type):
-                select.append(f"{f.name}::text")  # JSON columns as their text
-                types[f.name] = f.type
-            else:
-                select.append(f.name)
-                types[f.name] = f.type
-        query = f"COPY (SELECT {', '.join(select)} FROM {table} {clause}) TO STDOUT (FORMAT csv)"
+    def _copy_out(
+        self, query: str, params: Any, schema: pa.Schema, types: dict[str, pa.DataType]
+    ) -> pa.Table | None:
+        """Run a ``COPY (SELECT …) TO STDOUT (FORMAT csv)`` and parse it with Arrow's CSV reader into
+        the columns of ``schema`` typed by ``types`` (see :func:`_copy_columns`); None when no rows."""
         buf = io.BytesIO()
         with self._conn.cursor() as cur, cur.copy(query.encode(), params) as copy:
             for chunk in copy:
                 buf.write(chunk)
         if buf.tell() == 0:
-            return schema.empty_table()
+            return None
         buf.seek(0)
-        raw = pacsv.read_csv(
+        return pacsv.read_csv(
             buf,
             read_options=pacsv.ReadOptions(column_names=schema.names),
             convert_options=pacsv.ConvertOptions(
@@ -580,6 +536,13 @@ class PostgresStore(Store):
                 false_values=["f"],
             ),
         )
+
+    def _read_live(self, table: str, schema: pa.Schema, clause: str, params: list[Any]) -> pa.Table:
+        select, types = _copy_columns(schema)
+        query = f"COPY (SELECT {', '.join(select)} FROM {table} {clause}) TO STDOUT (FORMAT csv)"
+        raw = self._copy_out(query, params, schema, types)
+        if raw is None:
+            return schema.empty_table()
         columns: list[pa.Array | pa.ChunkedArray] = []
         for f in schema:
             col = raw[f.name]
@@ -591,3 +554,31 @@ class PostgresStore(Store):
                 col = pa.array([None if v is None else bytes.fromhex(v) for v in col.to_pylist()], f.type)
             columns.append(col)
         return pa.table(columns, names=schema.names)
+
+
+def _copy_columns(schema: pa.Schema) -> tuple[list[str], dict[str, pa.DataType]]:
+    """SELECT expressions that COPY writes as CSV Arrow reads back exactly, and the CSV column types:
+    timestamps as int64 µs since the epoch, NUMERIC as float8, lists as JSON text, binary as hex,
+    JSON columns as their text."""
+    select: list[str] = []
+    types: dict[str, pa.DataType] = {}
+    for f in schema:
+        if pa.types.is_timestamp(f.type):
+            select.append(_EPOCH_US.format(c=f.name))
+            types[f.name] = pa.int64()
+        elif pa.types.is_floating(f.type):
+            select.append(f"{f.name}::float8")
+            types[f.name] = pa.float64()
+        elif pa.types.is_list(f.type):
+            select.append(f"array_to_json({f.name})::text")
+            types[f.name] = pa.string()
+        elif pa.types.is_binary(f.type):
+            select.append(f"encode({f.name}, 'hex')")
+            types[f.name] = pa.string()
+        elif pa.types.is_string(f.type):
+            select.append(f"{f.name}::text")  # JSON columns as their text
+            types[f.name] = f.type
+        else:
+            select.append(f.name)
+            types[f.name] = f.type
+    return select, types
