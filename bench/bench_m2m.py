@@ -8,7 +8,8 @@ updates; they are fed in batches of ``--batch`` updates (every minute close, i.e
 per minute, is included in the timing).
 
 Rates are per CPU second of this process (``time.process_time``; single-threaded, so one core),
-which keeps the figure stable on a busy machine; the wall-clock rate is printed too.
+which keeps the figure stable on a busy machine; the wall-clock rate is printed too. The core's compiled
+kernel (numba) is loaded when the core is made, so that one-off cost is in the setup time, not the rate.
 
 A *leg update* is one open leg re-marked by one price update of its symbol (the core counts them). The
 baseline, in the same process, is a plain per-leg Python loop on the first ``--baseline-ticks`` updates:

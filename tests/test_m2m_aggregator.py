@@ -5,6 +5,7 @@ open/high/low/close, on real ticks (Binance BTCUSDT trades, an ETHUSDT trade lis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -21,8 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.m2m import CANDLE_SCHEMA, DAILY_SCHEMA, LegSpec, M2MAggregatorCore, M2MError, M2MOutput, StrategyBook
+from engine.m2m._kernel import SegmentPaths, segment_paths
+from engine.m2m._paths_jit import PathKernel
+from engine.m2m.options import NSE_IV_RATE, NSE_SNAPSHOT_TIMES, load_option_chain, short_straddle
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHAIN = DATA / "nse_option_chain_snapshots_nifty_banknifty_2024-04_05.parquet"
 M = 60_000_000_000
 CANDLE_COLS = ["open", "high", "low", "close", "realized_pnl", "total_pnl"]
 
@@ -621,3 +626,96 @@ def test_undrained_output_survives_a_snapshot() -> None:
     restored = M2MAggregatorCore.restore(json.loads(json.dumps(core.snapshot())))
     assert [(e.kind, e.total_pnl) for e in restored.drain().events] == [("target", 1.0)]
     assert restored.close_until(2 * M).candles.num_rows == 1
+
+
+# ---------------------------------------------------------------------- compiled kernel vs numpy reference
+class _CheckedPaths(PathKernel):
+    """The compiled path kernel, checked at every segment against the numpy reference
+    (:func:`engine.m2m._kernel.segment_paths`, run on a copy of the pair values): every output array and
+    the pairs' new values must be bit-for-bit the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.segments = 0
+        self.entries = 0
+        self.model_segments = 0
+
+    def paths(self, sym, price, ts, n_symbols, pairs, m2m, model_values):  # type: ignore[no-untyped-def]
+        ref_pairs = dataclasses.replace(pairs, V=pairs.V.copy())
+        want = segment_paths(sym, price, ts, n_symbols, ref_pairs, m2m, model_values)
+        got = super().paths(sym, price, ts, n_symbols, pairs, m2m, model_values)
+        assert pairs.V.tobytes() == ref_pairs.V.tobytes()
+        assert (got is None) == (want is None)
+        if got is not None and want is not None:
+            for f in dataclasses.fields(SegmentPaths):
+                g, w = getattr(got, f.name), getattr(want, f.name)
+                if isinstance(g, np.ndarray):
+                    assert g.dtype == w.dtype and g.tobytes() == w.tobytes(), f.name
+                else:
+                    assert g == w, f.name
+            self.segments += 1
+            self.entries += len(got.path)
+            self.model_segments += bool(pairs.model[pairs.order].any())
+        return got
+
+
+def test_compiled_paths_equal_numpy_reference_on_real_crypto_ticks() -> None:
+    """Real ETH/BTC trades in random batches, strategies with several legs per symbol, target/stop limits,
+    and leg operations between batches (pairs added and dropped, so the symbol index is rebuilt)."""
+    ticks = crypto_ticks()
+    rng = random.Random(21)
+    strategies = _random_strategies(rng, 60, {"ETHUSDT": 1666.0, "BTCUSDT": 39_450.0})
+    core, _ = _setup("UTC", strategies)
+    checked = core._paths = _CheckedPaths()
+    book = core.book("A")
+    for i in range(0, 60, 3):
+        book.set_limits(f"s{i}", 0, target_profit=rng.uniform(1, 30), stop_loss=rng.uniform(1, 30))
+    cuts = sorted(rng.sample(range(1, len(ticks)), 80))
+    feed = Feed(core)
+    for n, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(ticks)], strict=True)):
+        feed.run(ticks[a:b], [])
+        if n % 7 == 3:  # exit a whole leg (its pair may go) and open one on the other symbol
+            name = f"s{rng.randrange(60)}"
+            legs = book.open_legs(name)
+            if legs:
+                leg = legs[0]
+                book.exit_leg(leg.leg_id, leg.qty, core.last_price(leg.symbol) or leg.entry_price, 0)
+            sym = rng.choice(["ETHUSDT", "BTCUSDT"])
+            book.add_leg(name, LegSpec(sym, rng.choice((1, -1)), 0.7, (core.last_price(sym) or 100.0) * 0.999), 0)
+    feed.out.append(core.close_until(ticks[-1][0] - ticks[-1][0] % M + M))
+    assert checked.segments >= 80 and checked.entries > 100_000
+    assert sum(len(o.events) for o in feed.out) > 0
+
+
+def test_compiled_paths_equal_numpy_reference_with_model_marked_options() -> None:
+    """NIFTY 50 1m closes mark a short straddle by the model, in a strategy that also holds a NIFTY 50
+    future (one pair with linear and model legs) next to plain NIFTY futures; then the call, later the put,
+    start trading."""
+    s3 = load_option_chain(CHAIN, "NIFTY", date(2024, 5, 30), "S3")
+    legs = short_straddle(s3, 22_475.9)
+    core = M2MAggregatorCore()
+    checked = core._paths = _CheckedPaths()
+    book = core.add_account("nse", "Asia/Kolkata", rate=NSE_IV_RATE)
+    book.create_strategy("hedged", "H", 0, target_profit=2_000.0, stop_loss=2_000.0)
+    for leg in legs:
+        book.add_leg("hedged", leg, NSE_SNAPSHOT_TIMES["S3"])
+    book.add_leg("hedged", LegSpec("NIFTY 50", 1, 25.0, 22_450.0), 0)
+    for i, side in enumerate((1, -1, 1)):
+        book.create_strategy(f"fut{i}", "F", 0)
+        book.add_leg(f"fut{i}", LegSpec("NIFTY 50", side, 25.0 * (i + 1), 22_500.0), 0)
+    t = pq.read_table(DATA / "nse_nifty50_index_1m_2024-01_2024-08.parquet")
+    t = t.filter(pc.equal(pc.strftime(t["timestamp"], format="%Y-%m-%d"), "2024-05-06"))
+    ts = [int(x) for x in _ns(t["timestamp"])]
+    px = t["close"].to_numpy().tolist()
+    ticks = [(x + k * 15_000_000_000, "NIFTY 50", p) for x, p in zip(ts, px, strict=True) for k in range(3)]
+    ticks.sort(key=lambda x: x[0])
+    half, late = len(ticks) // 2, len(ticks) * 3 // 4
+    feed = Feed(core)
+    feed.run(ticks[:half], list(range(7, half, 13)))
+    feed.run([(ticks[half][0] - 1, legs[0].symbol, 150.0)], [])  # the call trades: marked at its LTP from now
+    feed.run(ticks[half:late], list(range(11, late - half, 17)))
+    feed.run([(ticks[late][0] - 1, legs[1].symbol, 140.0)], [])  # then the put: no leg is marked by the model
+    feed.run(ticks[late:], list(range(5, len(ticks) - late, 9)))
+    feed.out.append(core.close_until(ticks[-1][0] - ticks[-1][0] % M + M))
+    assert checked.model_segments >= 10 and checked.segments > checked.model_segments
+    assert core.mark("nse", "hedged").unrealized_pnl != 0.0

@@ -3,7 +3,8 @@
 :class:`M2MAggregatorCore` hosts the :class:`~engine.m2m.book.StrategyBook` of every account it serves
 and marks their open legs to market from batches of last-traded prices (:meth:`~M2MAggregatorCore.on_prices`).
 Only strategies holding an updated symbol are recomputed (:mod:`engine.m2m._kernel`: per (strategy,
-symbol) exposure arrays, M2M = Σ exposure × LTP − Σ entry × exposure).
+symbol) exposure arrays, M2M = Σ exposure × LTP − Σ entry × exposure), by one compiled pass over each
+batch segment (:mod:`engine.m2m._paths_jit`, numba; bit-for-bit the numpy reference's results).
 
 Marking (DESIGN.md): a leg's M2M is (LTP − entry) × qty × side × multiplier. A leg whose symbol has no
 price yet counts at its entry (0). An option leg with all its model fields (option type, strike,
@@ -69,8 +70,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.m2m._clock import ClockState
-from engine.m2m._kernel import BoolArray, FloatArray, IntArray, PairArrays, segment_paths
+from engine.m2m._kernel import BoolArray, FloatArray, IntArray, PairArrays
 from engine.m2m._marking import _NO_TS, _Account, _day_bounds, _zone
+from engine.m2m._paths_jit import PathKernel
 from engine.m2m._snapshot import restore_snapshot, take_snapshot
 from engine.m2m.book import StrategyBook
 from engine.m2m.legs import M2MError, _finite, _text
@@ -107,6 +109,10 @@ class M2MAggregatorCore(ClockState):
         leg_updates: total legs re-marked by price updates (one per open leg per update of its symbol).
         stale_dropped: updates dropped because their symbol had already processed a later one.
     """
+
+    def __init__(self, *, model_marking: bool = True) -> None:
+        super().__init__(model_marking=model_marking)
+        self._paths = PathKernel()
 
     # ------------------------------------------------------------------ accounts and symbols
     def add_account(
@@ -288,7 +294,7 @@ class M2MAggregatorCore(ClockState):
         p.rebuild_order(len(self._s_keys))
         pairs = PairArrays(p.order, p.s, p.sym, p.E, p.C, p.V, p.nlegs, p.model)
         st = self._s
-        res = segment_paths(sym, price, ts, len(self._symbols), pairs, st.m2m, self._slot_model_values)
+        res = self._paths.paths(sym, price, ts, len(self._symbols), pairs, st.m2m, self._slot_model_values)
         last = np.ones(len(sym), dtype=bool)
         o = np.argsort(sym, kind="stable")
         last[:-1] = sym[o][1:] != sym[o][:-1]
