@@ -19,6 +19,7 @@ memoised by the portfolio), which the store ignores or upserts: nothing is lost 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import pyarrow as pa
 import ray
 from ray.util import metrics
 
+from actors.inbox import Inbox, serialized
 from engine.data.catalog import load_funding, load_marks
 from engine.live.bot import PAUSED, RUNNING, STOPPED, BotEngine, BotSpec
 from engine.live.merge import BarMerger
@@ -67,6 +69,7 @@ class _PortfolioProxy:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+@serialized
 class BotActor:
     """See the module docstring.
 
@@ -78,6 +81,8 @@ class BotActor:
         funding_path, marks_path: optional funding and mark files (replayed perpetuals).
         checkpoint_every_s: wall seconds between checkpoints.
     """
+
+    _serial_lock: threading.RLock  # see actors.inbox.serialized
 
     def __init__(
         self,
@@ -118,6 +123,8 @@ class BotActor:
         self.subscribed = False
         self.ticks = 0
         self.gens: dict[str, int] = {}
+        # multiplexers on this machine deliver here (shared memory + a socket), not by Ray calls
+        self.inbox = Inbox(self.on_market_data, self._serial_lock, ray.get_runtime_context().get_node_id())
         self._last_checkpoint = time.monotonic()
         tags = ("account", "bot", "strategy")
         self._tags = {"account": spec.account_id, "bot": spec.bot_id, "strategy": spec.strategy_type}
@@ -142,7 +149,10 @@ class BotActor:
         since = min(self.engine.last_ts.values()) if len(self.engine.last_ts) == len(self.spec.symbols) else None
         handle = ray.get_runtime_context().current_actor
         names = sorted(self.muxes)
-        refs = [self.muxes[n].subscribe.remote(self.spec.bot_id, handle, self.streams, None, since) for n in names]
+        inbox = self.inbox.address()
+        refs = [
+            self.muxes[n].subscribe.remote(self.spec.bot_id, handle, self.streams, None, since, inbox) for n in names
+        ]
         self.gens = dict(zip(names, ray.get(refs), strict=True))
         self.subscribed = True
 

@@ -27,6 +27,7 @@ fill arrives after the prices it traded on, so its leg starts in the minute the 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -38,6 +39,7 @@ import pyarrow.compute as pc
 import ray
 from ray.util import metrics
 
+from actors.inbox import Inbox, serialized
 from engine.errors import ParameterError
 from engine.m2m import BookChange, BotFill, LegSpec, M2MAggregatorCore, M2MEvent, M2MOutput
 from engine.marketdata.bars import float_array, ts_ns_array
@@ -92,6 +94,7 @@ def instance_row(
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+@serialized
 class M2MAggregator:
     """See the module docstring.
 
@@ -100,6 +103,8 @@ class M2MAggregator:
         checkpoint_interval_s: wall seconds between an account's checkpoints (0: after every delivery).
         events_kept: events kept for :meth:`events`.
     """
+
+    _serial_lock: threading.RLock  # see actors.inbox.serialized
 
     def __init__(self, recorder: Any, checkpoint_interval_s: float = 1.0, events_kept: int = 10_000) -> None:
         self.recorder = recorder
@@ -136,6 +141,8 @@ class M2MAggregator:
             [1, 2, 5, 10, 20, 50, 100, 500], ("mux",),
         )  # fmt: skip
         self._m_total = metrics.Gauge("m2m_total_pnl", "strategy total P&L (realized + M2M)", ("account", "strategy"))
+        # multiplexers on this machine deliver here (shared memory + a socket), not by Ray calls
+        self.inbox = Inbox(self.on_market_data, self._serial_lock, ray.get_runtime_context().get_node_id())
         restored = self._restore_all()
         if restored:
             ray.get_runtime_context().current_actor.resubscribe.remote()
@@ -348,7 +355,14 @@ class M2MAggregator:
         handle = ray.get_runtime_context().current_actor
         mux = self.muxes[mux_name]
         self.gens[mux_name] = ray.get(
-            mux.subscribe.remote("m2m", handle, [self.streams[mux_name]], sorted(self.mux_symbols[mux_name]), since_ns)
+            mux.subscribe.remote(
+                "m2m",
+                handle,
+                [self.streams[mux_name]],
+                sorted(self.mux_symbols[mux_name]),
+                since_ns,
+                self.inbox.address(),
+            )
         )
 
     def resubscribe(self) -> None:

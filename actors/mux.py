@@ -31,13 +31,21 @@ calls, back-pressure, batch fan-out latency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import mmap
+import os
+import socket
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.util import metrics
 
+from engine.errors import ParameterError
 from engine.feeds.base import Feed, FeedBatch, FeedGap
 from engine.marketdata.mux import MuxCore
 from engine.marketdata.schemas import (
@@ -46,6 +54,23 @@ from engine.marketdata.schemas import (
     delivery_nbytes,
     encode_delivery,
     merge_batches,
+)
+from engine.marketdata.wire import (
+    ACK,
+    FRAME_HEADER_SIZE,
+    RELEASE,
+    IpcOverflow,
+    RingAllocator,
+    delivery_frame,
+    encode_inline,
+    frame_header,
+    inline_item,
+    pack_batch,
+    packed_nbytes,
+    parse_ack,
+    parse_release,
+    ring_item,
+    write_packed,
 )
 
 #: stop retrying a subscriber that stays unavailable after backing off beyond this (seconds)
@@ -89,6 +114,45 @@ def make_feed(feed: dict[str, Any], symbols: list[str], stream: str) -> Feed:
     return CcxtLiveFeed(feed["exchange"], list(unified), stream, symbol_names=unified, client_factory=factory)
 
 
+@dataclass
+class _Link:
+    """A subscriber reached through its inbox (``actors/inbox.py``): the socket, the deliveries
+    awaiting its acknowledgement (number, batches to ack) and the ring slots it holds views of
+    (slot -> deliveries holding it)."""
+
+    sub_id: str
+    gen: int
+    transport: asyncio.Transport | None = None
+    pending: deque[tuple[int, int]] = field(default_factory=deque)
+    held: dict[int, int] = field(default_factory=dict)
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """Frames from one inbox, parsed as the bytes arrive and handed to ``on_frame(kind, body)``
+    (no coroutine step per frame); ``on_lost(why)`` when the connection ends."""
+
+    def __init__(self, on_frame: Callable[[int, bytes], None], on_lost: Callable[[str], None]) -> None:
+        self._buf = bytearray()
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        at = 0
+        while len(buf) - at >= FRAME_HEADER_SIZE:
+            length, kind = frame_header(buf[at : at + FRAME_HEADER_SIZE])
+            end = at + FRAME_HEADER_SIZE + length
+            if end > len(buf):
+                break
+            self._on_frame(kind, bytes(buf[at + FRAME_HEADER_SIZE : end]))
+            at = end
+        del buf[:at]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(f"inbox closed{f': {exc}' if exc else ''}")
+
+
 _PUMP_SLICE_S = 0.002  # longest the pump ingests without letting the event loop run other tasks
 
 
@@ -108,6 +172,9 @@ class MarketDataMux:
             into the next one.
         inline_bytes: deliveries up to this size go as bytes inside the call (0: always through
             the object store).
+        ring_bytes: size of the shared-memory ring through which subscribers on this machine that
+            have an inbox receive batches (created at the first such subscriber; a batch that does
+            not fit while older ones are held goes inline in its frame).
     """
 
     def __init__(
@@ -124,6 +191,7 @@ class MarketDataMux:
         inflight_limit: int = 64,
         calls_limit: int = 1,
         inline_bytes: int = INLINE_DELIVERY_BYTES,
+        ring_bytes: int = 128 << 20,
     ) -> None:
         self.name = name
         self.symbols = list(symbols)
@@ -144,6 +212,22 @@ class MarketDataMux:
         self.inline_bytes = inline_bytes
         self.handles: dict[str, Any] = {}
         self.gen: dict[str, int] = {}
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.links: dict[str, _Link] = {}  # subscribers reached through their inbox
+        self.ring_bytes = ring_bytes
+        self._ring_fd = -1
+        self._ring: memoryview | None = None
+        self._alloc: RingAllocator | None = None
+        self._slots: dict[int, list[int]] = {}  # ring slot -> [offset, references, id(batch)]
+        self._slot_of: dict[int, tuple[MarketBatch, int, bytes]] = {}  # id(batch) -> (batch, slot, item)
+        self._next_slot = 0
+        self._next_delivery = 0
+        # this round's delivery items by the batches they name (subscribers at the same place in a
+        # stream get the same batches: their items are built once)
+        self._round_items: dict[tuple[int, ...], tuple[tuple[MarketBatch, ...], list[bytes], list[int]]] = {}
+        self.inline_sends = 0  # batches sent inside a frame because the ring had no room
+        self._progress = asyncio.Event()  # set whenever a delivery is acknowledged
+        self._cpu_first_ingest: float | None = None  # process CPU time when the first feed batch came
         self._payloads: dict[tuple[int, ...], tuple[tuple[MarketBatch, ...], Any]] = {}  # single batches
         self._round_payloads: dict[tuple[int, ...], tuple[tuple[MarketBatch, ...], Any]] = {}  # this round's
         self._pending: set[asyncio.Future[Any]] = set()
@@ -168,16 +252,27 @@ class MarketDataMux:
 
     # ------------------------------------------------------------------ subscriptions
     async def subscribe(
-        self, sub_id: str, handle: Any, streams: list[str], symbols: list[str] | None, since_ns: int | None = None
+        self,
+        sub_id: str,
+        handle: Any,
+        streams: list[str],
+        symbols: list[str] | None,
+        since_ns: int | None = None,
+        inbox: dict[str, str] | None = None,
     ) -> int:
         """Subscribe (or re-subscribe, replacing an old subscription) ``sub_id``; with ``since_ns`` the
         kept batches after that watermark are sent first (a gap is recorded when history is too
-        short). Returns the subscription's generation."""
+        short). A subscriber with an ``inbox`` (:meth:`actors.inbox.Inbox.address`) on this
+        machine gets its deliveries there; otherwise (or if its inbox cannot be reached) by Ray
+        calls of ``handle.on_market_data``. Returns the subscription's generation."""
         if sub_id in self.handles:
             self.core.unsubscribe(sub_id)
+        self._unlink(sub_id)
         self.core.subscribe(sub_id, set(streams), set(symbols) if symbols else None)
         self.handles[sub_id] = handle
         gen = self.gen[sub_id] = self.gen.get(sub_id, 0) + 1
+        if inbox is not None and inbox.get("node") == self.node_id:
+            await self._link(sub_id, gen, inbox["path"])
         if since_ns is not None:
             missed: list[MarketBatch] = []
             for stream in streams:
@@ -189,12 +284,14 @@ class MarketDataMux:
             if missed:
                 missed.sort(key=lambda b: (b.stream, b.seq))
                 self._send(sub_id, gen, missed, counted=False)
+                self._round_items.clear()
         return gen
 
     async def unsubscribe(self, sub_id: str) -> None:
         if sub_id in self.handles:
             self.core.unsubscribe(sub_id)
             del self.handles[sub_id]
+        self._unlink(sub_id)
 
     # ------------------------------------------------------------------ running
     async def start(self) -> None:
@@ -214,7 +311,7 @@ class MarketDataMux:
             await asyncio.wait_for(self.done.wait(), timeout_s)
         except TimeoutError:
             return False
-        while self._pending or any(self.core.stats().queue_depth.values()):
+        while self._in_flight() or any(self.core.stats().queue_depth.values()):
             await asyncio.sleep(0.005)
             self._dispatch()
         return True
@@ -238,6 +335,8 @@ class MarketDataMux:
                     )
                     continue
                 now = time.time_ns()
+                if self._cpu_first_ingest is None:
+                    self._cpu_first_ingest = time.process_time()
                 core.ingest(event, now)
                 self._m_ticks.inc(event.table.num_rows, self._tags)
                 # cut what has waited a window now, not at the timer's next tick (up to a window later)
@@ -269,10 +368,16 @@ class MarketDataMux:
                 self._kick()
 
     async def _wait_some(self) -> None:
-        if self._pending:
-            await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
-        else:
+        """Until a delivery is acknowledged (at most 50 ms)."""
+        if not self._in_flight():
             await asyncio.sleep(0.001)
+            return
+        self._progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), 0.05)
+
+    def _in_flight(self) -> bool:
+        return bool(self._pending) or any(link.pending for link in self.links.values())
 
     # ------------------------------------------------------------------ delivery
     def _kick(self) -> None:
@@ -300,9 +405,11 @@ class MarketDataMux:
         started = time.perf_counter()
         sent = 0
         self._round_payloads.clear()
+        self._round_items.clear()
         for sub_id, batches in self.core.deliveries(self.inflight_limit, self.calls_limit):
             self._send(sub_id, self.gen[sub_id], batches, counted=True)
             sent += 1
+        self._round_items.clear()  # acks may free the slots its items name
         if sent:
             took = time.perf_counter() - started
             self._next_round = asyncio.get_running_loop().time() + took
@@ -337,6 +444,10 @@ class MarketDataMux:
         return payload
 
     def _send(self, sub_id: str, gen: int, batches: list[MarketBatch], counted: bool) -> None:
+        link = self.links.get(sub_id)
+        if link is not None:
+            self._send_link(link, batches, len(batches) if counted else 0)
+            return
         payload = self._payload(batches)
         # submitted here, synchronously: a round's cost is its submissions (see _kick)
         call = self.handles[sub_id].on_market_data.remote(gen, payload)
@@ -368,6 +479,7 @@ class MarketDataMux:
             except (RayActorError, RayTaskError) as exc:
                 self._drop(sub_id, gen, type(exc).__name__)
                 return
+        self._progress.set()
         if n and self.gen.get(sub_id) == gen and sub_id in self.handles:
             self.core.ack(sub_id, n)
             self._kick()
@@ -377,6 +489,154 @@ class MarketDataMux:
             self.dead.append(f"{sub_id}: {why}")
             self.core.unsubscribe(sub_id)
             del self.handles[sub_id]
+            self._unlink(sub_id)
+
+    # ------------------------------------------------------------------ inbox links
+    async def _link(self, sub_id: str, gen: int, path: str) -> None:
+        """Connect to ``sub_id``'s inbox and hand it the ring (its file descriptor, ``SCM_RIGHTS``).
+        An inbox that cannot be reached leaves the subscriber on Ray calls."""
+        if self._ring is None:
+            fd = os.memfd_create(f"{self.name}-ring", os.MFD_CLOEXEC)
+            os.ftruncate(fd, self.ring_bytes)
+            self._ring_fd = fd
+            self._ring = memoryview(mmap.mmap(fd, self.ring_bytes))
+            self._alloc = RingAllocator(self.ring_bytes)
+        link = _Link(sub_id, gen)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, path)
+            socket.send_fds(sock, [b"R"], [self._ring_fd])
+            protocol = _LinkProtocol(
+                lambda kind, body: self._on_link_frame(link, kind, body), lambda why: self._on_link_lost(link, why)
+            )
+            link.transport, _ = await loop.create_unix_connection(lambda: protocol, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self.gaps.append({"sub_id": sub_id, "reason": f"inbox unreachable, using Ray calls: {exc}"})
+            return
+        self.links[sub_id] = link
+
+    def _send_link(self, link: _Link, batches: list[MarketBatch], n: int) -> None:
+        """One delivery frame: each batch written into the ring once (the first time any subscriber
+        gets it) and named by its slot; a batch the ring has no room for goes inside the frame."""
+        key = tuple(id(b) for b in batches)
+        hit = self._round_items.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], batches, strict=True)):
+            items, slots = hit[1], hit[2]
+        else:
+            items, slots = [], []
+            for b in batches:
+                placed = self._place(b)
+                if placed is None:
+                    self.inline_sends += 1
+                    items.append(inline_item(encode_inline(b)))
+                else:
+                    slots.append(placed[0])
+                    items.append(placed[1])
+            self._round_items[key] = (tuple(batches), items, slots)
+        records, held = self._slots, link.held
+        for slot in slots:
+            records[slot][1] += 1
+            held[slot] = held.get(slot, 0) + 1
+        self._next_delivery += 1
+        link.pending.append((self._next_delivery, n))
+        assert link.transport is not None
+        link.transport.write(delivery_frame(link.gen, self._next_delivery, items))
+
+    def _place(self, batch: MarketBatch) -> tuple[int, bytes] | None:
+        """The ring slot of ``batch`` and the delivery item naming it, writing it if it is not
+        there; None: no room."""
+        hit = self._slot_of.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1], hit[2]
+        assert self._alloc is not None and self._ring is not None
+        for exact in (False, True):
+            packed = pack_batch(batch, exact)
+            offset = self._alloc.alloc(packed_nbytes(packed))
+            if offset is None:
+                return None
+            try:
+                layout = write_packed(self._ring, offset, packed)
+                break
+            except IpcOverflow:  # the bound missed (never seen): measure and write again
+                self._alloc.free(offset)
+        else:
+            return None
+        self._next_slot += 1
+        self._slots[self._next_slot] = [offset, 0, id(batch)]
+        item = ring_item(self._next_slot, layout)
+        self._slot_of[id(batch)] = (batch, self._next_slot, item)
+        return self._next_slot, item
+
+    def _unref(self, slot: int, k: int = 1) -> None:
+        record = self._slots[slot]
+        record[1] -= k
+        if record[1] <= 0:
+            assert self._alloc is not None
+            self._alloc.free(record[0])
+            del self._slots[slot]
+            del self._slot_of[record[2]]
+
+    def _on_link_frame(self, link: _Link, kind: int, body: bytes) -> None:
+        """An acknowledgement (the subscriber processed a delivery) or a release (it holds no view
+        of these batches any more) from ``link``; a failed delivery or a bad frame drops the
+        subscriber (when Ray restarts it, it subscribes again from its checkpoint)."""
+        if self.links.get(link.sub_id) is not link:
+            return
+        try:
+            if kind == RELEASE:
+                self._release(link, parse_release(body))
+                return
+            if kind != ACK:
+                raise ParameterError("kind", f"unexpected frame kind {kind} from an inbox")
+            _, released, error = parse_ack(body)
+        except ParameterError as exc:
+            error = str(exc)
+            released = []
+        self._release(link, released)
+        n = link.pending.popleft()[1] if link.pending else 0
+        self._progress.set()
+        if error is not None:
+            self._drop(link.sub_id, link.gen, error)
+            return
+        if n:
+            self.core.ack(link.sub_id, n)
+            self._kick()
+
+    def _on_link_lost(self, link: _Link, why: str) -> None:
+        if self.links.get(link.sub_id) is link:
+            self._drop(link.sub_id, link.gen, why)
+        self._close_link(link)
+
+    def _release(self, link: _Link, slots: list[int]) -> None:
+        """``link``'s subscriber holds no view of these ring slots any more."""
+        held = link.held
+        for slot in slots:
+            k = held.get(slot, 0)
+            if k > 1:
+                held[slot] = k - 1
+            elif k == 1:
+                del held[slot]
+            else:
+                continue
+            self._unref(slot)
+
+    def _unlink(self, sub_id: str) -> None:
+        link = self.links.pop(sub_id, None)
+        if link is not None:
+            self._close_link(link)
+
+    def _close_link(self, link: _Link) -> None:
+        """Close ``link`` and give back every ring slot it held."""
+        if link.transport is not None:
+            link.transport.close()
+        for slot, k in link.held.items():
+            if k > 0 and slot in self._slots:
+                self._unref(slot, k)
+        link.held.clear()
+        link.pending.clear()
 
     # ------------------------------------------------------------------ queries
     async def stats(self) -> dict[str, Any]:
@@ -392,11 +652,17 @@ class MarketDataMux:
             "conflations": dict(s.conflations),
             "backpressure": s.backpressure,
             "subscribers": sorted(self.handles),
+            "inbox_links": sorted(self.links),
+            "ring_used": self._alloc.used if self._alloc is not None else 0,
+            "ring_slots": len(self._slots),
+            "inline_sends": self.inline_sends,
             "gaps": list(self.gaps),
             "dead": list(self.dead),
             "done": self.done.is_set(),
             "error": self.error,
             "cpu_s": time.process_time(),  # this actor's process CPU time (all threads), s
+            # CPU since the first feed batch was ingested (excludes opening the feed), s
+            "cpu_since_ingest_s": time.process_time() - (self._cpu_first_ingest or time.process_time()),
         }
 
     async def ltp(self) -> dict[str, tuple[int, float]]:
