@@ -719,3 +719,24 @@ def test_compiled_paths_equal_numpy_reference_with_model_marked_options() -> Non
     feed.out.append(core.close_until(ticks[-1][0] - ticks[-1][0] % M + M))
     assert checked.model_segments >= 10 and checked.segments > checked.model_segments
     assert core.mark("nse", "hedged").unrealized_pnl != 0.0
+
+
+def test_symbol_ids_vectorised_equal_one_by_one_interning() -> None:
+    """symbol_ids (pyarrow index_in) gives what symbol_id gives symbol by symbol, new symbols in
+    order of first appearance, whatever the input's form; nulls and non-strings are refused."""
+    names = ["ETHUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDT", "ADAUSDT"]
+    one_by_one = M2MAggregatorCore()
+    one_by_one.symbol_id("BTCUSDT")
+    expected = [one_by_one.symbol_id(s) for s in names]
+    for form in (names, np.asarray(names, dtype=object), pa.array(names), pa.array(names).dictionary_encode(),
+                 pa.chunked_array([names[:2], names[2:]])):  # fmt: skip
+        core = M2MAggregatorCore()
+        core.symbol_id("BTCUSDT")
+        assert core.symbol_ids(form).tolist() == expected
+        assert core.symbols == one_by_one.symbols
+    ranks = one_by_one.symbol_ranks()
+    assert [one_by_one.symbols[i] for i in np.argsort(ranks)] == sorted(one_by_one.symbols)
+    with pytest.raises(M2MError, match="symbol"):
+        M2MAggregatorCore().symbol_ids(pa.array(["BTCUSDT", None]))
+    with pytest.raises(M2MError, match="symbols"):
+        M2MAggregatorCore().symbol_ids(pa.array([1, 2]))

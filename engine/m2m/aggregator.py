@@ -113,6 +113,8 @@ class M2MAggregatorCore(ClockState):
     def __init__(self, *, model_marking: bool = True) -> None:
         super().__init__(model_marking=model_marking)
         self._paths = PathKernel()
+        self._symbol_set: pa.Array | None = None  # the interned symbols as Arrow (see symbol_ids)
+        self._symbol_ranks: IntArray | None = None
 
     # ------------------------------------------------------------------ accounts and symbols
     def add_account(
@@ -195,16 +197,43 @@ class M2MAggregatorCore(ClockState):
         return self._minute
 
     # ------------------------------------------------------------------ prices
+    def symbol_ids(self, symbols: Any) -> IntArray:
+        """The interned ids (:meth:`symbol_id`) of many symbols at once, assigning new ones in order
+        of first appearance: ``symbols`` is a pyarrow string (or dictionary) array or a sequence of
+        str. Vectorised (``pyarrow.compute.index_in``), so a batch of ticks costs no Python loop.
+
+        Raises:
+            M2MError: a symbol is missing (null) or not a non-empty string.
+        """
+        arr = _string_array(symbols)
+        if self._symbol_set is None or len(self._symbol_set) != len(self._symbols):
+            self._symbol_set = pa.array(self._symbols, pa.string())
+        idx = pc.index_in(arr, value_set=self._symbol_set)
+        if idx.null_count:
+            for symbol in pc.unique(arr.filter(pc.is_null(idx))).to_pylist():
+                self.symbol_id(symbol)  # validates (a null is refused)
+            self._symbol_set = pa.array(self._symbols, pa.string())
+            idx = pc.index_in(arr, value_set=self._symbol_set)
+        return idx.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def symbol_ranks(self) -> IntArray:
+        """Per symbol id, its rank in name order (to order same-time updates by symbol name)."""
+        if self._symbol_ranks is None or len(self._symbol_ranks) != len(self._symbols):
+            order = np.argsort(np.asarray(self._symbols, dtype=object), kind="stable")
+            ranks = np.empty(len(order), dtype=np.int64)
+            ranks[order] = np.arange(len(order))
+            self._symbol_ranks = ranks
+        return self._symbol_ranks
+
     def _symbol_ids(self, symbols: Any, n: int) -> IntArray:
         if isinstance(symbols, pa.ChunkedArray):
             symbols = symbols.combine_chunks()
+        if isinstance(symbols, pa.Array) and pa.types.is_integer(symbols.type):
+            symbols = symbols.to_numpy(zero_copy_only=False)
         if isinstance(symbols, pa.Array):
-            if pa.types.is_dictionary(symbols.type):
-                symbols = symbols.cast(pa.string())
-            if pa.types.is_integer(symbols.type):
-                symbols = symbols.to_numpy(zero_copy_only=False)
-            else:
-                symbols = symbols.to_pylist()
+            if len(symbols) != n:
+                raise M2MError("symbols", f"has {len(symbols)} rows but prices has {n}")
+            return self.symbol_ids(symbols)
         arr = np.asarray(symbols)
         if len(arr) != n:
             raise M2MError("symbols", f"has {len(arr)} rows but prices has {n}")
@@ -214,7 +243,7 @@ class M2MAggregatorCore(ClockState):
             if len(bad):
                 raise M2MError("symbols", f"row {int(bad[0])}: {int(ids[bad[0]])} is not an id from symbol_id()")
             return ids
-        return np.fromiter((self.symbol_id(str(s)) for s in arr), dtype=np.int64, count=n)
+        return self.symbol_ids(arr) if n else np.zeros(0, dtype=np.int64)
 
     def on_prices(self, symbols: Any, prices: npt.ArrayLike, ts_ns: Any) -> M2MOutput:
         """Process a batch of last-traded prices and return what closed (plus anything buffered by
@@ -361,3 +390,25 @@ class M2MAggregatorCore(ClockState):
         core = cls(model_marking=bool(data.get("model_marking", True)))
         restore_snapshot(core, data)
         return core
+
+
+def _string_array(symbols: Any) -> pa.Array:
+    """``symbols`` (an Arrow string or dictionary array, or a sequence of str) as an Arrow string array.
+
+    Raises:
+        M2MError: they are not strings.
+    """
+    if isinstance(symbols, pa.ChunkedArray):
+        symbols = symbols.combine_chunks()
+    if not isinstance(symbols, pa.Array):
+        try:
+            symbols = pa.array(list(symbols) if not isinstance(symbols, np.ndarray) else symbols.tolist())
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise M2MError("symbols", f"must be strings: {exc}") from exc
+    if pa.types.is_dictionary(symbols.type):
+        symbols = symbols.cast(pa.string())
+    if pa.types.is_null(symbols.type) and len(symbols):
+        raise M2MError("symbols", "must be strings, got nulls")
+    if not (pa.types.is_string(symbols.type) or pa.types.is_large_string(symbols.type) or len(symbols) == 0):
+        raise M2MError("symbols", f"must be strings, got {symbols.type}")
+    return symbols.cast(pa.string()) if len(symbols) else pa.array([], pa.string())

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.m2m.legs import (
@@ -49,6 +49,7 @@ from engine.m2m.legs import (
     _text,
     _ts,
     is_lot_multiple,
+    plain_row,
 )
 
 STRATEGY_STATUSES = ("active", "archived")
@@ -82,7 +83,7 @@ class Strategy:
 
     def to_row(self) -> dict[str, Any]:
         """The strategy as a plain dict (tags as a new list)."""
-        row = asdict(self)
+        row = plain_row(self)
         row["tags"] = list(self.tags)
         return row
 
