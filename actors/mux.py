@@ -4,7 +4,13 @@ An asyncio actor hosting :class:`engine.marketdata.mux.MuxCore`. It opens its fe
 of the catalog or a live exchange websocket, :mod:`engine.feeds`), however many bots subscribe,
 and fans batches out:
 
-* a subscriber gets **one delivery per call**: ``on_market_data.remote(gen, payload)``: the batches
+* a subscriber on this machine that subscribed with an ``inbox`` (:mod:`actors.inbox`) gets its
+  deliveries there: each batch is written **once** as Arrow IPC into a shared-memory ring whose file
+  descriptor every inbox holds, and a delivery is a small frame on the subscriber's Unix socket
+  naming the batches' places (:mod:`engine.marketdata.wire`); the subscriber acknowledges each
+  delivery and releases a batch's ring space when its last view of it is garbage-collected;
+* any other subscriber (another node, no inbox) gets **one delivery per Ray call**:
+  ``on_market_data.remote(gen, payload)``: the batches
   pending for it, merged into one per stream (:func:`~engine.marketdata.schemas.merge_batches`) and
   encoded **once** for every subscriber with the same pending batches: small deliveries as bytes
   inside the call (no object-store round trip on either side), big ones put in the object store
