@@ -93,6 +93,9 @@ def instance_row(
     }
 
 
+#: up to this many accounts, a delivery is filtered by every account instead of routed by symbol
+_FEW_ACCOUNTS = 4
+
 #: checkpoints take at most 1/this of the aggregator's time (see M2MAggregator._flush)
 _CHECKPOINT_SHARE = 50
 
@@ -128,7 +131,7 @@ class M2MAggregator:
         # per account: price updates waiting for the watermarks of the account's multiplexers
         self._buf: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._rows: dict[str, list[pa.Table]] = {}  # rows waiting for the next checkpoint (see _flush)
-        self._last_flush = 0.0
+        self._last_flush = time.monotonic()  # the first checkpoint one interval after the start
         self._interval_s = checkpoint_interval_s  # the current spacing of checkpoints (see _flush)
         self._events: deque[dict[str, Any]] = deque(maxlen=events_kept)
         self._latency: deque[tuple[int, int, int]] = deque(maxlen=events_kept * 20)
@@ -395,8 +398,7 @@ class M2MAggregator:
                 continue
             prices, ts, arrow_symbols = _price_updates(b)
             if len(ts):
-                present = pc.unique(arrow_symbols).to_pylist()
-                for account_id in set().union(*(self.routes.get(x, set()) for x in present)):
+                for account_id in self._accounts_of(arrow_symbols):
                     held = self._held_set(account_id)
                     mask = pc.is_in(arrow_symbols, value_set=held).to_numpy(zero_copy_only=False)
                     if mask.any():
@@ -517,6 +519,14 @@ class M2MAggregator:
         """The gathered tables, one per store table, and an empty buffer."""
         parts, self._rows = self._rows, {}
         return {name: pa.concat_tables(p) for name, p in parts.items() if p}
+
+    def _accounts_of(self, symbols: pa.Array) -> list[str]:
+        """The accounts whose legs may hold some of ``symbols`` (each then filters its own): with a
+        few accounts, all of them (one vectorised filter each beats routing every symbol in Python)."""
+        if len(self.cores) <= _FEW_ACCOUNTS:
+            return sorted(self.cores)
+        present = pc.unique(symbols).to_pylist()
+        return sorted(set().union(*(self.routes.get(x, set()) for x in present)))
 
     def _flush(self, force: bool = False) -> None:
         """Send the rows gathered since the last flush **with a checkpoint of every account**, in one

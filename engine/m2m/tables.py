@@ -98,6 +98,8 @@ class RowBuffer:
 
     def table(self) -> pa.Table:
         """The accumulated rows as a table (the buffer is emptied)."""
+        if self.rows == 0:  # the common case (most batches close no minute): no arrays to build
+            return self.schema.empty_table()
         arrays = []
         for f in self.schema:
             parts = self.chunks[f.name]
