@@ -110,11 +110,8 @@ class Sink:
     when subscribed with ``inbox=`` (``--transport inbox``), else Ray calls."""
 
     def __init__(self) -> None:
-        self.inbox = Inbox(self._on_inbox, self._serial_lock, ray.get_runtime_context().get_node_id())
+        self.inbox = Inbox(self.on_market_data, self._serial_lock, ray.get_runtime_context().get_node_id())
         self.reset()
-
-    def _on_inbox(self, gen: int, batches: Any) -> None:
-        self.on_market_data(gen, batches)
 
     def inbox_address(self) -> dict[str, str]:
         return self.inbox.address()

@@ -1,4 +1,8 @@
-"""The vectorised hot path: M2M paths of every strategy touched by one batch segment of price updates.
+"""The numpy reference of the M2M paths of every strategy touched by one batch segment of price updates.
+
+The aggregator runs the compiled :mod:`engine.m2m._paths_jit` instead (one pass, no sort); this
+module keeps the pair arrays both share and :func:`segment_paths`, the formulation the compiled kernel
+is checked against bit for bit (``tests/test_m2m_aggregator.py``).
 
 State is kept per **pair** (strategy s, marking symbol k): the exposure E = Σ qty × side × multiplier
 and the constant C = Σ entry × qty × side × multiplier over the pair's open legs marked at k's LTP, so
