@@ -411,7 +411,6 @@ class MarketDataMux:
         started = time.perf_counter()
         sent = 0
         self._round_payloads.clear()
-        self._round_items.clear()
         for sub_id, batches in self.core.deliveries(self.inflight_limit, self.calls_limit):
             self._send(sub_id, self.gen[sub_id], batches, counted=True)
             sent += 1
